@@ -1,0 +1,326 @@
+package pipes
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"strconv"
+	"sync"
+	"sync/atomic"
+
+	"golang.org/x/time/rate"
+)
+
+// Sink is the transport end of a session: a WebSocket connection or a
+// long-poll session. Implementations are safe for concurrent use.
+type Sink interface {
+	// Send queues one encoded frame for the browser. It must not block and
+	// must not retain a right to modify frame (frames are shared by many
+	// sessions). A sink whose queue overflows closes itself.
+	Send(frame []byte)
+	// Close ends the transport (for WebSockets a TCP close, never a Close
+	// frame). The transport then calls Session.Close. Close may be called
+	// more than once.
+	Close()
+}
+
+// SessionInfo describes a browser connection, as the transport learnt it.
+type SessionInfo struct {
+	DevID int64
+	// UserID is the user the connection authenticated as (0: anonymous).
+	UserID int64
+	// Key is the sesion value the browser sent; echoed in serverInfo when
+	// the connection is authorized.
+	Key string
+	// Token is set when the connection authenticated with a JWT, so that
+	// revoking the token disconnects it.
+	Token     string
+	UUID      string
+	UserAgent string
+	IP        string
+	Origin    string
+	Language  string
+	// Transport names the transport ("ws" or "lp") for statistics.
+	Transport string
+}
+
+// Session is one browser connection's state in the hub: its authorized user,
+// its pipes. Presence follows sessions.
+//
+// States: opening (queued private messages are held back until the offline
+// queue is delivered) → open → closed. A closed session never reopens.
+type Session struct {
+	hub  *Hub
+	id   uint64
+	key  SessionKey
+	info SessionInfo
+	sink Sink
+
+	user atomic.Int64 // authorized user id, 0 when anonymous
+
+	mu      sync.Mutex // guards the fields below; held across a whole command
+	subs    []string   // the pipes subscribed, in subscription order
+	closed  bool
+	limiter *rate.Limiter
+
+	pmu     sync.Mutex // guards opening and pending
+	opening bool
+	pending [][]byte // private frames received while opening
+}
+
+// Open registers a browser session. It sends the serverInfo frame and, for an
+// authorized user, the offline queue, then publishes the user's online event
+// when this is the user's first live connection. A user already holding the
+// maximum number of connections is refused authorization (the session stays
+// open, anonymous, with a sys error frame).
+func (h *Hub) Open(ctx context.Context, info SessionInfo, sink Sink) (*Session, error) {
+	if h.closed.Load() {
+		return nil, ErrClosed
+	}
+	id := h.nextID.Add(1)
+	s := &Session{
+		hub:  h,
+		id:   id,
+		key:  SessionKey(h.node + "/" + strconv.FormatUint(id, 36)),
+		info: info,
+		sink: sink,
+	}
+	h.registerSession(s)
+	if info.UserID == 0 || !ValidUserID(info.UserID) {
+		s.send(serverInfoFrame(false, "", h.now(), h.cfg.Server))
+		return s, nil
+	}
+
+	// Register as the user's session before the engine counts the
+	// connection, so a private message sent in between is held in pending
+	// rather than lost.
+	uk := userKey{info.DevID, info.UserID}
+	s.user.Store(info.UserID)
+	s.pmu.Lock()
+	s.opening = true
+	s.pmu.Unlock()
+	h.addUserSession(uk, s)
+
+	ok, first, queue, err := h.eng.UserConnect(ctx, info.DevID, info.UserID, s.key, h.cfg.MaxConnectionsPerUser)
+	if err != nil || !ok {
+		h.removeUserSession(uk, s)
+		s.user.Store(0)
+		s.pmu.Lock()
+		s.opening, s.pending = false, nil
+		s.pmu.Unlock()
+		s.send(serverInfoFrame(false, "", h.now(), h.cfg.Server))
+		if err != nil {
+			h.log.Warn("user connect failed", "dev", info.DevID, "user", info.UserID, "err", err)
+			s.send(ErrorFrame("500", "authorization is unavailable right now: "+err.Error(), h.now()))
+		} else {
+			s.send(ErrorFrame("too_many_devices", fmt.Sprintf(
+				"user %d already has %d live connections: this one is not authorized", info.UserID, h.cfg.MaxConnectionsPerUser), h.now()))
+		}
+		return s, nil
+	}
+
+	s.send(serverInfoFrame(true, info.Key, h.now(), h.cfg.Server))
+	for i := range queue {
+		q := &queue[i]
+		s.send(privateFrame(q.Event, q.Data, q.Time, true))
+	}
+	if len(queue) > 0 {
+		h.private.Add(uint64(len(queue)))
+	}
+	s.pmu.Lock()
+	for _, f := range s.pending {
+		s.sink.Send(f)
+	}
+	s.pending, s.opening = nil, false
+	s.pmu.Unlock()
+
+	if first {
+		h.presence(ctx, info.DevID, info.UserID, true)
+	}
+	return s, nil
+}
+
+// Key is the session's cluster-wide key.
+func (s *Session) Key() SessionKey { return s.key }
+
+// Info is what the transport told the hub about the connection.
+func (s *Session) Info() SessionInfo { return s.info }
+
+// UserID is the authorized user of the session, 0 when anonymous.
+func (s *Session) UserID() int64 { return s.user.Load() }
+
+// Pipes returns the session's subscribed pipes.
+func (s *Session) Pipes() []string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return append([]string(nil), s.subs...)
+}
+
+func (s *Session) send(frame []byte) { s.sink.Send(frame) }
+
+func (s *Session) sendPrivate(frame []byte) {
+	s.pmu.Lock()
+	if s.opening {
+		s.pending = append(s.pending, frame)
+		s.pmu.Unlock()
+		return
+	}
+	s.pmu.Unlock()
+	s.sink.Send(frame)
+}
+
+func (s *Session) member() Member {
+	return Member{
+		Session:   s.key,
+		UserID:    s.user.Load(),
+		UUID:      s.info.UUID,
+		UserAgent: s.info.UserAgent,
+		IP:        s.info.IP,
+		Origin:    s.info.Origin,
+		Language:  s.info.Language,
+	}
+}
+
+// maxReportedErrors caps the error frames one subscription command produces.
+const maxReportedErrors = 10
+
+// Subscribe applies a complete subscription list (SPEC 3.4): only pipes not
+// yet subscribed join (and emit track_* subscription events), only pipes
+// missing from the list leave. Invalid or forbidden names are skipped and
+// reported in the returned errors (at most a few, then a summary); the rest
+// apply. The list is capped at the configured maximum.
+func (s *Session) Subscribe(ctx context.Context, names []string) []error {
+	h := s.hub
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.closed {
+		return nil
+	}
+	var errs []error
+	report := func(err error) {
+		if len(errs) < maxReportedErrors {
+			errs = append(errs, err)
+		} else if len(errs) == maxReportedErrors {
+			errs = append(errs, errors.New("more names were refused; the rest of the list was ignored"))
+		}
+	}
+	want := make(map[string]struct{}, len(names))
+	order := make([]string, 0, len(names))
+	overflow := 0
+	for _, n := range names {
+		if n == "" || n == "msg" {
+			continue // msg needs no subscription; empty lines are padding
+		}
+		if _, dup := want[n]; dup {
+			continue
+		}
+		if err := CanSubscribe(n, s.user.Load() != 0); err != nil {
+			report(err)
+			continue
+		}
+		if len(order) >= h.cfg.MaxSubscriptions {
+			overflow++
+			continue
+		}
+		want[n] = struct{}{}
+		order = append(order, n)
+	}
+	if overflow > 0 {
+		errs = append(errs, fmt.Errorf("%w: %d pipes over the limit of %d were not subscribed",
+			ErrTooManySubs, overflow, h.cfg.MaxSubscriptions))
+	}
+
+	kept := s.subs[:0:0]
+	for _, p := range s.subs {
+		if _, ok := want[p]; ok {
+			kept = append(kept, p)
+			delete(want, p)
+			continue
+		}
+		s.leave(ctx, p)
+	}
+	for _, p := range order {
+		if _, isNew := want[p]; !isNew {
+			continue
+		}
+		s.join(ctx, p)
+		kept = append(kept, p)
+	}
+	s.subs = kept
+	return errs
+}
+
+// join subscribes the session to one pipe; s.mu is held.
+func (s *Session) join(ctx context.Context, pipe string) {
+	h := s.hub
+	dev := s.info.DevID
+	k := pipeKey{dev, pipe}
+	if h.addSub(k, s) {
+		h.eng.Watch(dev, pipe)
+	}
+	m := s.member()
+	if err := h.eng.Join(ctx, dev, pipe, m); err != nil {
+		h.log.Warn("join not recorded", "dev", dev, "pipe", pipe, "err", err)
+	}
+	if IsTrackPipe(pipe) {
+		h.trackEvent(ctx, dev, pipe, "subscription", m)
+	}
+}
+
+// leave unsubscribes the session from one pipe; s.mu is held.
+func (s *Session) leave(ctx context.Context, pipe string) {
+	h := s.hub
+	dev := s.info.DevID
+	k := pipeKey{dev, pipe}
+	if h.removeSub(k, s) {
+		h.eng.Unwatch(dev, pipe)
+	}
+	m := s.member()
+	if err := h.eng.Leave(ctx, dev, pipe, m); err != nil {
+		h.log.Warn("leave not recorded", "dev", dev, "pipe", pipe, "err", err)
+	}
+	if IsTrackPipe(pipe) {
+		h.trackEvent(ctx, dev, pipe, "unsubscription", m)
+	}
+}
+
+func (h *Hub) trackEvent(ctx context.Context, dev int64, pipe, event string, m Member) {
+	msg := &Message{Kind: KindTrack, DevID: dev, Pipe: pipe, Event: event, Member: m, Exclude: m.Session}
+	if _, err := h.eng.Publish(ctx, msg); err != nil {
+		h.log.Warn("track event not published", "dev", dev, "pipe", pipe, "event", event, "err", err)
+	}
+}
+
+// Close ends the session after its transport went away: it leaves every
+// pipe (emitting track_* unsubscription events) and, for the user's last
+// live connection, publishes offline. Close is idempotent.
+func (s *Session) Close() {
+	h := s.hub
+	ctx := context.Background()
+	s.mu.Lock()
+	if s.closed {
+		s.mu.Unlock()
+		return
+	}
+	s.closed = true
+	for _, p := range s.subs {
+		s.leave(ctx, p)
+	}
+	s.subs = nil
+	user := s.user.Load()
+	s.mu.Unlock()
+
+	h.unregisterSession(s)
+	if user == 0 {
+		return
+	}
+	h.removeUserSession(userKey{s.info.DevID, user}, s)
+	last, err := h.eng.UserDisconnect(ctx, s.info.DevID, user, s.key)
+	if err != nil {
+		h.log.Warn("user disconnect not recorded", "dev", s.info.DevID, "user", user, "err", err)
+		return
+	}
+	if last {
+		h.presence(ctx, s.info.DevID, user, false)
+	}
+}
