@@ -1,0 +1,920 @@
+package sqlengine
+
+import (
+	"fmt"
+	"sort"
+	"strconv"
+	"strings"
+
+	"github.com/pingcap/tidb/pkg/parser/ast"
+	"github.com/pingcap/tidb/pkg/parser/format"
+	"github.com/pingcap/tidb/pkg/parser/opcode"
+	"github.com/pingcap/tidb/pkg/parser/test_driver"
+)
+
+// The statement types the dialect executes. Translation from the TiDB AST
+// whitelists node types: anything not listed here is refused with 1235.
+type (
+	// selectStmt is SELECT over one virtual table, or without a table.
+	selectStmt struct {
+		table     *tableDef // nil: SELECT without FROM
+		fields    []selectField
+		where     expr // nil: every row
+		order     []orderItem
+		limit     expr // nil: no limit
+		offset    expr // nil: 0
+		aggregate bool // one row of aggregates
+	}
+	// insertStmt is INSERT or REPLACE ... VALUES.
+	insertStmt struct {
+		table   *tableDef
+		replace bool
+		cols    []int    // table column of each value
+		rows    [][]expr // nil entry: DEFAULT
+	}
+	// deleteStmt is DELETE FROM t [WHERE] [ORDER BY] [LIMIT].
+	deleteStmt struct {
+		table *tableDef
+		where expr
+		order []orderItem
+		limit expr
+	}
+	// setStmt is SET: user variables are kept, system variables accepted
+	// and ignored.
+	setStmt struct {
+		vars []userAssign
+	}
+	// showStmt is SHOW ... (and DESCRIBE).
+	showStmt struct {
+		what   showKind
+		full   bool
+		table  *tableDef // SHOW COLUMNS
+		like   expr      // LIKE pattern, nil when none
+		where  expr      // WHERE over the SHOW result, nil when none
+		schema []Column  // the result columns (WHERE resolves against them)
+	}
+	// useStmt is USE db.
+	useStmt struct{ db string }
+	// noopStmt is a statement accepted without effect (BEGIN, COMMIT...).
+	noopStmt struct{}
+)
+
+type selectField struct {
+	col Column
+	e   expr    // the value; for aggregates the argument (nil for COUNT(*))
+	agg aggKind // aggNone for plain expressions
+}
+
+type aggKind uint8
+
+const (
+	aggNone aggKind = iota
+	aggCount
+	aggMin
+	aggMax
+)
+
+type orderItem struct {
+	e    expr
+	desc bool
+}
+
+type userAssign struct {
+	name string
+	e    expr
+}
+
+type showKind uint8
+
+const (
+	showDatabases showKind = iota
+	showTables
+	showColumns
+	showStatus
+	showVariables
+	showProcessList
+	showTableStatus
+	showWarnings
+	showCollation
+	showCharset
+	showEngines
+	showCreateTable
+)
+
+// scope resolves column names while translating an expression.
+type scope struct {
+	table *tableDef // nil outside a table
+	alias string    // the table's alias, "" when none
+	cols  []Column  // columns by index (the table's or a SHOW result's)
+	where string    // "field list", "where clause", "order clause"
+}
+
+func (sc *scope) resolve(n *ast.ColumnName) (expr, error) {
+	name := n.Name.O
+	full := name
+	if n.Table.O != "" {
+		full = n.Table.O + "." + name
+	}
+	if n.Schema.O != "" {
+		full = n.Schema.O + "." + full
+		if !strings.EqualFold(n.Schema.O, DatabaseName) {
+			return nil, errUnknownColumn(full, sc.where)
+		}
+	}
+	if n.Table.O != "" && sc.table != nil {
+		if !strings.EqualFold(n.Table.O, sc.table.name) && !strings.EqualFold(n.Table.O, sc.alias) {
+			return nil, errUnknownColumn(full, sc.where)
+		}
+	}
+	for i, c := range sc.cols {
+		if strings.EqualFold(c.Name, name) {
+			return colExpr{i}, nil
+		}
+	}
+	return nil, errUnknownColumn(full, sc.where)
+}
+
+// translator turns one parsed statement into a statement value. It counts
+// the placeholders it meets.
+type translator struct {
+	params int
+}
+
+func restore(n ast.Node) string {
+	var b strings.Builder
+	if err := n.Restore(format.NewRestoreCtx(format.DefaultRestoreFlags, &b)); err != nil {
+		return fmt.Sprintf("%T", n)
+	}
+	s := b.String()
+	if len(s) > 80 {
+		s = s[:80] + "..."
+	}
+	return s
+}
+
+// markerCollector lists the placeholders of a statement.
+type markerCollector struct{ list []*test_driver.ParamMarkerExpr }
+
+func (c *markerCollector) Enter(n ast.Node) (ast.Node, bool) {
+	if p, ok := n.(*test_driver.ParamMarkerExpr); ok {
+		c.list = append(c.list, p)
+	}
+	return n, false
+}
+
+func (c *markerCollector) Leave(n ast.Node) (ast.Node, bool) { return n, true }
+
+// numberMarkers numbers the placeholders of a statement in text order (the
+// parser leaves that to the planner).
+func numberMarkers(n ast.StmtNode) {
+	c := &markerCollector{}
+	n.Accept(c)
+	sort.SliceStable(c.list, func(i, j int) bool { return c.list[i].Offset < c.list[j].Offset })
+	for i, p := range c.list {
+		p.Order = i
+	}
+}
+
+func (tr *translator) statement(n ast.StmtNode) (any, error) {
+	numberMarkers(n)
+	switch s := n.(type) {
+	case *ast.SelectStmt:
+		return tr.selectStmt(s)
+	case *ast.InsertStmt:
+		return tr.insertStmt(s)
+	case *ast.DeleteStmt:
+		return tr.deleteStmt(s)
+	case *ast.SetStmt:
+		return tr.setStmt(s)
+	case *ast.ShowStmt:
+		return tr.showStmt(s)
+	case *ast.ExplainStmt:
+		if sh, ok := s.Stmt.(*ast.ShowStmt); ok && sh.Tp == ast.ShowColumns {
+			return tr.showStmt(sh)
+		}
+		return nil, errUnsupported("EXPLAIN")
+	case *ast.UseStmt:
+		return &useStmt{db: s.DBName}, nil
+	case *ast.BeginStmt, *ast.CommitStmt, *ast.RollbackStmt:
+		return &noopStmt{}, nil
+	case *ast.UpdateStmt:
+		return nil, errUnsupported("UPDATE (use INSERT or REPLACE)")
+	}
+	return nil, errUnsupported(statementName(n))
+}
+
+// statementName names a statement type for an error message.
+func statementName(n ast.StmtNode) string {
+	name := fmt.Sprintf("%T", n)
+	name = strings.TrimPrefix(name, "*ast.")
+	name = strings.TrimSuffix(name, "Stmt")
+	return strings.ToUpper(name) + " statements"
+}
+
+// tableRef resolves a FROM/INTO clause to one virtual table. dual (and no
+// clause) gives nil.
+func tableRef(refs *ast.TableRefsClause) (*tableDef, string, error) {
+	if refs == nil || refs.TableRefs == nil {
+		return nil, "", nil
+	}
+	j := refs.TableRefs
+	if j.Right != nil {
+		return nil, "", errUnsupported("JOIN")
+	}
+	ts, ok := j.Left.(*ast.TableSource)
+	if !ok {
+		return nil, "", errUnsupported("JOIN")
+	}
+	tn, ok := ts.Source.(*ast.TableName)
+	if !ok {
+		return nil, "", errUnsupported("subqueries")
+	}
+	t, err := lookupTableName(tn)
+	return t, ts.AsName.O, err
+}
+
+func lookupTableName(tn *ast.TableName) (*tableDef, error) {
+	if tn.Schema.O != "" && !strings.EqualFold(tn.Schema.O, DatabaseName) {
+		return nil, errUnknownDB(tn.Schema.O)
+	}
+	if tn.Schema.O == "" && tn.Name.L == "dual" {
+		return nil, nil
+	}
+	t := lookupTable(tn.Name.O)
+	if t == nil {
+		return nil, errUnknownTable(tn.Name.O)
+	}
+	return t, nil
+}
+
+func (tr *translator) selectStmt(s *ast.SelectStmt) (*selectStmt, error) {
+	switch {
+	case s.Kind != ast.SelectStmtKindSelect:
+		return nil, errUnsupported("TABLE and VALUES statements")
+	case s.With != nil:
+		return nil, errUnsupported("WITH")
+	case s.Distinct:
+		return nil, errUnsupported("DISTINCT")
+	case s.GroupBy != nil:
+		return nil, errUnsupported("GROUP BY")
+	case s.Having != nil:
+		return nil, errUnsupported("HAVING")
+	case len(s.WindowSpecs) > 0:
+		return nil, errUnsupported("window functions")
+	case s.SelectIntoOpt != nil:
+		return nil, errUnsupported("SELECT ... INTO")
+	}
+	t, alias, err := tableRef(s.From)
+	if err != nil {
+		return nil, err
+	}
+	st := &selectStmt{table: t}
+	sc := &scope{table: t, alias: alias, where: "field list"}
+	if t != nil {
+		sc.cols = t.columns()
+	}
+	hasPlain := false
+	for _, f := range s.Fields.Fields {
+		if f.WildCard != nil {
+			if t == nil {
+				return nil, NewError(ErrCodeNoTablesUsed, "No tables used")
+			}
+			if f.WildCard.Table.O != "" && !strings.EqualFold(f.WildCard.Table.O, t.name) && !strings.EqualFold(f.WildCard.Table.O, alias) {
+				return nil, errUnknownTable(f.WildCard.Table.O)
+			}
+			for i, c := range sc.cols {
+				st.fields = append(st.fields, selectField{col: c, e: colExpr{i}})
+			}
+			hasPlain = true
+			continue
+		}
+		sf, err := tr.selectField(f, sc)
+		if err != nil {
+			return nil, err
+		}
+		if sf.agg != aggNone {
+			st.aggregate = true
+		} else if dependsOnRow(sf.e) {
+			hasPlain = true
+		}
+		st.fields = append(st.fields, sf)
+	}
+	if st.aggregate && hasPlain {
+		return nil, NewError(ErrCodeMixAggregate, "In aggregated query without GROUP BY, the SELECT list mixes aggregates and columns")
+	}
+	if s.Where != nil {
+		sc.where = "where clause"
+		if st.where, err = tr.expr(s.Where, sc); err != nil {
+			return nil, err
+		}
+	}
+	if s.OrderBy != nil {
+		sc.where = "order clause"
+		if st.order, err = tr.orderBy(s.OrderBy, sc, st.fields); err != nil {
+			return nil, err
+		}
+	}
+	if s.Limit != nil {
+		if st.limit, st.offset, err = tr.limit(s.Limit); err != nil {
+			return nil, err
+		}
+	}
+	return st, nil
+}
+
+// dependsOnRow reports whether an expression reads a column.
+func dependsOnRow(e expr) bool {
+	switch x := e.(type) {
+	case colExpr:
+		return true
+	case cmpExpr:
+		return dependsOnRow(x.l) || dependsOnRow(x.r)
+	case logicExpr:
+		return dependsOnRow(x.l) || dependsOnRow(x.r)
+	case arithExpr:
+		return dependsOnRow(x.l) || dependsOnRow(x.r)
+	case notExpr:
+		return dependsOnRow(x.x)
+	case negExpr:
+		return dependsOnRow(x.x)
+	case isNullExpr:
+		return dependsOnRow(x.x)
+	case isTruthExpr:
+		return dependsOnRow(x.x)
+	case likeExpr:
+		return dependsOnRow(x.x) || dependsOnRow(x.pattern)
+	case betweenExpr:
+		return dependsOnRow(x.x) || dependsOnRow(x.lo) || dependsOnRow(x.hi)
+	case inExpr:
+		if dependsOnRow(x.x) {
+			return true
+		}
+		for _, it := range x.list {
+			if dependsOnRow(it) {
+				return true
+			}
+		}
+	}
+	return false
+}
+
+func (tr *translator) selectField(f *ast.SelectField, sc *scope) (selectField, error) {
+	name := f.AsName.O
+	if agg, ok := f.Expr.(*ast.AggregateFuncExpr); ok {
+		sf := selectField{col: Column{Name: name, Type: TypeBigInt, Length: 21}}
+		if name == "" {
+			sf.col.Name = fieldText(f)
+		}
+		if agg.Distinct {
+			return sf, errUnsupported(strings.ToUpper(agg.F) + "(DISTINCT ...)")
+		}
+		if len(agg.Args) != 1 {
+			return sf, errUnsupported(strings.ToUpper(agg.F) + " with several arguments")
+		}
+		switch strings.ToLower(agg.F) {
+		case ast.AggFuncCount:
+			sf.agg = aggCount
+			if v, ok := agg.Args[0].(*test_driver.ValueExpr); ok && v.Kind() != test_driver.KindNull {
+				return sf, nil // COUNT(*), COUNT(1)
+			}
+		case ast.AggFuncMin:
+			sf.agg = aggMin
+		case ast.AggFuncMax:
+			sf.agg = aggMax
+		default:
+			return sf, errUnsupported("the aggregate function " + strings.ToUpper(agg.F))
+		}
+		arg, err := tr.expr(agg.Args[0], sc)
+		if err != nil {
+			return sf, err
+		}
+		sf.e = arg
+		if sf.agg != aggCount {
+			sf.col = exprColumn(arg, sc, sf.col.Name)
+			sf.col.Nullable = true
+		}
+		return sf, nil
+	}
+	e, err := tr.expr(f.Expr, sc)
+	if err != nil {
+		return selectField{}, err
+	}
+	if name == "" {
+		switch x := f.Expr.(type) {
+		case *ast.ColumnNameExpr:
+			name = x.Name.Name.O
+			if c, ok := e.(colExpr); ok {
+				name = sc.cols[c.i].Name
+			}
+		case *test_driver.ValueExpr:
+			if x.Kind() == test_driver.KindString {
+				name = x.GetString()
+			} else {
+				name = fieldText(f)
+			}
+		default:
+			name = fieldText(f)
+		}
+	}
+	return selectField{col: exprColumn(e, sc, name), e: e}, nil
+}
+
+// fieldText is the SQL text of a select field without its alias.
+func fieldText(f *ast.SelectField) string {
+	t := strings.TrimSpace(f.Text())
+	if t == "" {
+		return restore(f.Expr)
+	}
+	return t
+}
+
+// exprColumn describes the result column of an expression.
+func exprColumn(e expr, sc *scope, name string) Column {
+	switch x := e.(type) {
+	case colExpr:
+		c := sc.cols[x.i]
+		c.Name = name
+		return c
+	case constExpr:
+		switch v := x.v.(type) {
+		case nil:
+			return Column{Name: name, Type: TypeVarChar, Nullable: true}
+		case int64:
+			return Column{Name: name, Type: TypeBigInt, Length: 21}
+		case string:
+			return Column{Name: name, Type: TypeVarChar, Length: uint32(len(v))}
+		}
+		return Column{Name: name, Type: TypeVarChar, Length: 64}
+	case cmpExpr, logicExpr, notExpr, inExpr, likeExpr, isNullExpr, isTruthExpr, betweenExpr:
+		return Column{Name: name, Type: TypeBigInt, Length: 1, Nullable: true}
+	case funcExpr:
+		switch x.name {
+		case "connection_id", "unix_timestamp", "last_insert_id", "row_count", "found_rows":
+			return Column{Name: name, Type: TypeBigInt, Length: 21}
+		}
+	}
+	return Column{Name: name, Type: TypeVarChar, Length: 255, Nullable: true}
+}
+
+func (tr *translator) orderBy(ob *ast.OrderByClause, sc *scope, fields []selectField) ([]orderItem, error) {
+	var out []orderItem
+	for _, it := range ob.Items {
+		item := orderItem{desc: it.Desc}
+		switch x := it.Expr.(type) {
+		case *ast.PositionExpr:
+			if x.P != nil {
+				return nil, errUnsupported("placeholders in ORDER BY")
+			}
+			if pos := int64(x.N); pos >= 1 {
+				if int(pos) > len(fields) {
+					return nil, errUnknownColumn(strconv.FormatInt(pos, 10), "order clause")
+				}
+				f := fields[pos-1]
+				if f.agg != aggNone {
+					continue
+				}
+				item.e = f.e
+				out = append(out, item)
+				continue
+			}
+		case *ast.ColumnNameExpr:
+			if x.Name.Table.O == "" {
+				found := false
+				for _, f := range fields {
+					if f.agg == aggNone && strings.EqualFold(f.col.Name, x.Name.Name.O) {
+						item.e = f.e
+						found = true
+						break
+					}
+				}
+				if found {
+					out = append(out, item)
+					continue
+				}
+			}
+		}
+		e, err := tr.expr(it.Expr, sc)
+		if err != nil {
+			return nil, err
+		}
+		item.e = e
+		out = append(out, item)
+	}
+	return out, nil
+}
+
+func (tr *translator) limit(l *ast.Limit) (count, offset expr, err error) {
+	one := func(n ast.ExprNode) (expr, error) {
+		switch x := n.(type) {
+		case *test_driver.ParamMarkerExpr:
+			return tr.param(x), nil
+		case *test_driver.ValueExpr:
+			v := normalize(x.GetValue())
+			if _, ok := v.(int64); !ok {
+				return nil, errSyntax("LIMIT takes non-negative integers")
+			}
+			return constExpr{v}, nil
+		}
+		return nil, errSyntax("LIMIT takes non-negative integers")
+	}
+	if l.Count != nil {
+		if count, err = one(l.Count); err != nil {
+			return nil, nil, err
+		}
+	}
+	if l.Offset != nil {
+		if offset, err = one(l.Offset); err != nil {
+			return nil, nil, err
+		}
+	}
+	return count, offset, nil
+}
+
+func (tr *translator) param(p *test_driver.ParamMarkerExpr) expr {
+	if p.Order+1 > tr.params {
+		tr.params = p.Order + 1
+	}
+	return paramExpr{p.Order}
+}
+
+// expr translates a scalar expression.
+func (tr *translator) expr(n ast.ExprNode, sc *scope) (expr, error) {
+	switch x := n.(type) {
+	case *test_driver.ParamMarkerExpr:
+		return tr.param(x), nil
+	case *test_driver.ValueExpr:
+		return constExpr{datumValue(x)}, nil
+	case *ast.ColumnNameExpr:
+		return sc.resolve(x.Name)
+	case *ast.ParenthesesExpr:
+		return tr.expr(x.Expr, sc)
+	case *ast.BinaryOperationExpr:
+		l, err := tr.expr(x.L, sc)
+		if err != nil {
+			return nil, err
+		}
+		r, err := tr.expr(x.R, sc)
+		if err != nil {
+			return nil, err
+		}
+		switch x.Op {
+		case opcode.EQ:
+			return cmpExpr{opEQ, l, r}, nil
+		case opcode.NE:
+			return cmpExpr{opNE, l, r}, nil
+		case opcode.LT:
+			return cmpExpr{opLT, l, r}, nil
+		case opcode.GT:
+			return cmpExpr{opGT, l, r}, nil
+		case opcode.LE:
+			return cmpExpr{opLE, l, r}, nil
+		case opcode.GE:
+			return cmpExpr{opGE, l, r}, nil
+		case opcode.NullEQ:
+			return cmpExpr{opNullEQ, l, r}, nil
+		case opcode.LogicAnd:
+			return logicExpr{opAnd, l, r}, nil
+		case opcode.LogicOr:
+			return logicExpr{opOr, l, r}, nil
+		case opcode.LogicXor:
+			return logicExpr{opXor, l, r}, nil
+		case opcode.Plus:
+			return arithExpr{'+', l, r}, nil
+		case opcode.Minus:
+			return arithExpr{'-', l, r}, nil
+		case opcode.Mul:
+			return arithExpr{'*', l, r}, nil
+		case opcode.Div:
+			return arithExpr{'/', l, r}, nil
+		case opcode.IntDiv:
+			return arithExpr{'d', l, r}, nil
+		case opcode.Mod:
+			return arithExpr{'%', l, r}, nil
+		}
+		return nil, errUnsupported("the operator " + x.Op.String())
+	case *ast.UnaryOperationExpr:
+		v, err := tr.expr(x.V, sc)
+		if err != nil {
+			return nil, err
+		}
+		switch x.Op {
+		case opcode.Minus:
+			if c, ok := v.(constExpr); ok {
+				return constExpr{negExpr{c}.eval(&env{})}, nil
+			}
+			return negExpr{v}, nil
+		case opcode.Plus:
+			return v, nil
+		case opcode.Not, opcode.Not2:
+			return notExpr{v}, nil
+		}
+		return nil, errUnsupported("the operator " + x.Op.String())
+	case *ast.PatternInExpr:
+		if x.Sel != nil {
+			return nil, errUnsupported("subqueries")
+		}
+		v, err := tr.expr(x.Expr, sc)
+		if err != nil {
+			return nil, err
+		}
+		in := inExpr{x: v, not: x.Not, list: make([]expr, 0, len(x.List))}
+		for _, it := range x.List {
+			e, err := tr.expr(it, sc)
+			if err != nil {
+				return nil, err
+			}
+			in.list = append(in.list, e)
+		}
+		return in, nil
+	case *ast.PatternLikeOrIlikeExpr:
+		if !x.IsLike {
+			return nil, errUnsupported("ILIKE")
+		}
+		v, err := tr.expr(x.Expr, sc)
+		if err != nil {
+			return nil, err
+		}
+		p, err := tr.expr(x.Pattern, sc)
+		if err != nil {
+			return nil, err
+		}
+		return likeExpr{x: v, pattern: p, esc: rune(x.Escape), not: x.Not}, nil
+	case *ast.IsNullExpr:
+		v, err := tr.expr(x.Expr, sc)
+		if err != nil {
+			return nil, err
+		}
+		return isNullExpr{x: v, not: x.Not}, nil
+	case *ast.IsTruthExpr:
+		v, err := tr.expr(x.Expr, sc)
+		if err != nil {
+			return nil, err
+		}
+		return isTruthExpr{x: v, truth: x.True != 0, not: x.Not}, nil
+	case *ast.BetweenExpr:
+		v, err := tr.expr(x.Expr, sc)
+		if err != nil {
+			return nil, err
+		}
+		lo, err := tr.expr(x.Left, sc)
+		if err != nil {
+			return nil, err
+		}
+		hi, err := tr.expr(x.Right, sc)
+		if err != nil {
+			return nil, err
+		}
+		return betweenExpr{x: v, lo: lo, hi: hi, not: x.Not}, nil
+	case *ast.VariableExpr:
+		if x.Value != nil {
+			return nil, errUnsupported("assignments in expressions")
+		}
+		if x.IsSystem {
+			return sysVarExpr{strings.ToLower(x.Name)}, nil
+		}
+		return userVarExpr{strings.ToLower(x.Name)}, nil
+	case *ast.FuncCallExpr:
+		name := x.FnName.L
+		if functions[name] && len(x.Args) == 0 {
+			return funcExpr{name}, nil
+		}
+		return nil, errUnsupported("the function " + strings.ToUpper(x.FnName.O) + "()")
+	case *ast.DefaultExpr:
+		return nil, errUnsupported("DEFAULT here")
+	case *ast.AggregateFuncExpr:
+		return nil, NewError(ErrCodeInvalidGroup, "Invalid use of group function")
+	}
+	return nil, errUnsupported("the expression " + restore(n))
+}
+
+// datumValue converts a literal to an engine value.
+func datumValue(v *test_driver.ValueExpr) any {
+	switch v.Kind() {
+	case test_driver.KindNull:
+		return nil
+	case test_driver.KindInt64:
+		return v.GetInt64()
+	case test_driver.KindUint64:
+		return normalize(v.GetUint64())
+	case test_driver.KindFloat32, test_driver.KindFloat64:
+		return v.GetFloat64()
+	case test_driver.KindString, test_driver.KindBytes:
+		return v.GetString()
+	case test_driver.KindMysqlDecimal:
+		f, err := strconv.ParseFloat(v.GetMysqlDecimal().String(), 64)
+		if err != nil {
+			return nil
+		}
+		return f
+	case test_driver.KindBinaryLiteral, test_driver.KindMysqlBit:
+		return string(v.GetBytes())
+	}
+	return normalize(v.GetValue())
+}
+
+func (tr *translator) insertStmt(s *ast.InsertStmt) (*insertStmt, error) {
+	switch {
+	case s.Select != nil:
+		return nil, errUnsupported("INSERT ... SELECT")
+	case s.IgnoreErr:
+		return nil, errUnsupported("INSERT IGNORE")
+	case len(s.OnDuplicate) > 0:
+		return nil, errUnsupported("ON DUPLICATE KEY UPDATE (use REPLACE)")
+	case len(s.PartitionNames) > 0:
+		return nil, errUnsupported("PARTITION")
+	}
+	t, _, err := tableRef(s.Table)
+	if err != nil {
+		return nil, err
+	}
+	if t == nil {
+		return nil, errUnknownTable("dual")
+	}
+	if t.readOnly {
+		return nil, errReadOnly(t.name)
+	}
+	if s.IsReplace && !t.primary {
+		return nil, errUnsupported(fmt.Sprintf("REPLACE INTO %s: the table has no key, use INSERT", t.name))
+	}
+	st := &insertStmt{table: t, replace: s.IsReplace}
+	if len(s.Columns) == 0 {
+		for i := range t.cols {
+			st.cols = append(st.cols, i)
+		}
+	} else {
+		seen := make(map[int]bool, len(s.Columns))
+		for _, c := range s.Columns {
+			if c.Table.O != "" && !strings.EqualFold(c.Table.O, t.name) {
+				return nil, errUnknownColumn(c.Table.O+"."+c.Name.O, "field list")
+			}
+			i := t.colIndex(c.Name.O)
+			if i < 0 {
+				return nil, errUnknownColumn(c.Name.O, "field list")
+			}
+			if seen[i] {
+				return nil, NewError(ErrCodeFieldTwice, "Column '%s' specified twice", t.cols[i].name)
+			}
+			seen[i] = true
+			st.cols = append(st.cols, i)
+		}
+	}
+	sc := &scope{where: "field list"}
+	for r, list := range s.Lists {
+		if len(list) != len(st.cols) {
+			return nil, errColumnCount(r + 1)
+		}
+		row := make([]expr, len(list))
+		for i, n := range list {
+			if _, ok := n.(*ast.DefaultExpr); ok {
+				continue
+			}
+			e, err := tr.expr(n, sc)
+			if err != nil {
+				return nil, err
+			}
+			row[i] = e
+		}
+		st.rows = append(st.rows, row)
+	}
+	return st, nil
+}
+
+func (tr *translator) deleteStmt(s *ast.DeleteStmt) (*deleteStmt, error) {
+	switch {
+	case s.IsMultiTable:
+		return nil, errUnsupported("multi-table DELETE")
+	case s.With != nil:
+		return nil, errUnsupported("WITH")
+	}
+	t, alias, err := tableRef(s.TableRefs)
+	if err != nil {
+		return nil, err
+	}
+	if t == nil {
+		return nil, errUnknownTable("dual")
+	}
+	if t.readOnly {
+		return nil, errReadOnly(t.name)
+	}
+	st := &deleteStmt{table: t}
+	sc := &scope{table: t, alias: alias, cols: t.columns(), where: "where clause"}
+	if s.Where != nil {
+		if st.where, err = tr.expr(s.Where, sc); err != nil {
+			return nil, err
+		}
+	}
+	if s.Order != nil {
+		sc.where = "order clause"
+		if st.order, err = tr.orderBy(s.Order, sc, nil); err != nil {
+			return nil, err
+		}
+	}
+	if s.Limit != nil {
+		if st.limit, _, err = tr.limit(s.Limit); err != nil {
+			return nil, err
+		}
+	}
+	return st, nil
+}
+
+func (tr *translator) setStmt(s *ast.SetStmt) (*setStmt, error) {
+	st := &setStmt{}
+	for _, v := range s.Variables {
+		if v.IsSystem || v.Name == ast.SetNames || v.Name == ast.SetCharset {
+			continue // accepted and ignored
+		}
+		if v.Value == nil {
+			continue
+		}
+		e, err := tr.expr(v.Value, &scope{where: "field list"})
+		if err != nil {
+			return nil, err
+		}
+		st.vars = append(st.vars, userAssign{name: strings.ToLower(v.Name), e: e})
+	}
+	return st, nil
+}
+
+func (tr *translator) showStmt(s *ast.ShowStmt) (*showStmt, error) {
+	st := &showStmt{full: s.Full}
+	switch s.Tp {
+	case ast.ShowDatabases:
+		st.what = showDatabases
+	case ast.ShowTables:
+		st.what = showTables
+		if s.DBName != "" && !strings.EqualFold(s.DBName, DatabaseName) {
+			return nil, errUnknownDB(s.DBName)
+		}
+	case ast.ShowColumns:
+		st.what = showColumns
+		if s.Table == nil {
+			return nil, errSyntax("SHOW COLUMNS needs a table")
+		}
+		tn := *s.Table
+		if s.DBName != "" {
+			tn.Schema = ast.NewCIStr(s.DBName)
+		}
+		t, err := lookupTableName(&tn)
+		if err != nil {
+			return nil, err
+		}
+		if t == nil {
+			return nil, errUnknownTable(tn.Name.O)
+		}
+		st.table = t
+	case ast.ShowStatus:
+		st.what = showStatus
+	case ast.ShowVariables:
+		st.what = showVariables
+	case ast.ShowProcessList:
+		st.what = showProcessList
+	case ast.ShowTableStatus:
+		st.what = showTableStatus
+		if s.DBName != "" && !strings.EqualFold(s.DBName, DatabaseName) {
+			return nil, errUnknownDB(s.DBName)
+		}
+	case ast.ShowWarnings, ast.ShowErrors:
+		st.what = showWarnings
+		if s.CountWarningsOrErrors {
+			return nil, errUnsupported("SHOW COUNT(*) WARNINGS")
+		}
+	case ast.ShowCollation:
+		st.what = showCollation
+	case ast.ShowCharset:
+		st.what = showCharset
+	case ast.ShowEngines:
+		st.what = showEngines
+	case ast.ShowCreateTable:
+		st.what = showCreateTable
+		t, err := lookupTableName(s.Table)
+		if err != nil {
+			return nil, err
+		}
+		if t == nil {
+			return nil, errUnknownTable(s.Table.Name.O)
+		}
+		st.table = t
+	default:
+		return nil, errUnsupported("this SHOW statement")
+	}
+	st.schema = showSchema(st)
+	sc := &scope{cols: st.schema, where: "where clause"}
+	if s.Pattern != nil {
+		if !s.Pattern.IsLike {
+			return nil, errUnsupported("ILIKE")
+		}
+		p, err := tr.expr(s.Pattern.Pattern, sc)
+		if err != nil {
+			return nil, err
+		}
+		st.like = p
+	}
+	if s.Where != nil {
+		w, err := tr.expr(s.Where, sc)
+		if err != nil {
+			return nil, err
+		}
+		st.where = w
+	}
+	return st, nil
+}
