@@ -153,7 +153,9 @@ func restore(n ast.Node) string {
 }
 
 // markerCollector lists the placeholders of a statement.
-type markerCollector struct{ list []*test_driver.ParamMarkerExpr }
+type markerCollector struct {
+	list []*test_driver.ParamMarkerExpr
+}
 
 func (c *markerCollector) Enter(n ast.Node) (ast.Node, bool) {
 	if p, ok := n.(*test_driver.ParamMarkerExpr); ok {
