@@ -5,6 +5,7 @@ import (
 	"time"
 
 	"github.com/cometql/cometql/auth"
+	"github.com/cometql/cometql/pipes"
 )
 
 // storeTables adapts an auth.Store to authBackend (validation is done by
@@ -45,4 +46,11 @@ func (a storeTables) Unrevoke(ctx context.Context, dev int64, token string) (int
 
 func (a storeTables) RevokedTokens(ctx context.Context, dev int64, tokens []string) ([]auth.RevokedToken, error) {
 	return a.st.RevokedTokens(ctx, dev, tokens)
+}
+
+// NewWithAuthStore builds an engine whose users_auth, users_data and
+// revoked_tokens tables go straight to an auth.Store (tools and tests
+// without an auth service; the engine validates every value itself).
+func NewWithAuthStore(cfg Config, hub *pipes.Hub, st auth.Store, fe Frontend) *Engine {
+	return newEngine(cfg, hub, storeTables{st}, fe)
 }

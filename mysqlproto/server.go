@@ -1,0 +1,277 @@
+// Package mysqlproto serves CometQL over the MySQL wire protocol, on
+// go-mysql's server package: the listener, connection limits and timeouts,
+// the handshake and auth adapter (mysql_native_password and
+// caching_sha2_password), one handler per connection holding a sqlengine
+// session, and the encoding of results and errors.
+package mysqlproto
+
+import (
+	"context"
+	"crypto/rand"
+	"crypto/rsa"
+	"crypto/tls"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/go-mysql-org/go-mysql/mysql"
+	"github.com/go-mysql-org/go-mysql/server"
+
+	"github.com/cometql/cometql/sqlengine"
+)
+
+// Config configures the CometQL listener. A zero field takes the default its
+// comment names.
+type Config struct {
+	// TLS enables TLS (CLIENT_SSL is advertised only when set).
+	TLS *tls.Config
+	// MaxConnections caps open connections (default 1000); one more gets
+	// error 1040 and is closed.
+	MaxConnections int
+	// HandshakeTimeout bounds the handshake and authentication (default
+	// 10s).
+	HandshakeTimeout time.Duration
+	// IdleTimeout closes connections idle for this long (default 8h, like
+	// MySQL's wait_timeout).
+	IdleTimeout time.Duration
+	// WriteTimeout bounds writing one response (default 60s, like MySQL's
+	// net_write_timeout).
+	WriteTimeout time.Duration
+	// MaxQueryBytes caps a command packet (a query with its arguments):
+	// larger ones get 1153 and the connection stays usable. Default and
+	// maximum 16 MiB - 2 (one protocol packet).
+	MaxQueryBytes int
+	// ServerVersion is the version announced in the greeting (default
+	// sqlengine.ServerVersion(): 8.0.36-cometql-<version>).
+	ServerVersion string
+	// AuthPlugin is the auth plugin the greeting proposes:
+	// mysql_native_password (default) or caching_sha2_password. Clients
+	// answering with the other plugin are served with it without a switch.
+	AuthPlugin string
+}
+
+func (c *Config) setDefaults() {
+	if c.MaxConnections <= 0 {
+		c.MaxConnections = 1000
+	}
+	if c.HandshakeTimeout <= 0 {
+		c.HandshakeTimeout = 10 * time.Second
+	}
+	if c.IdleTimeout <= 0 {
+		c.IdleTimeout = 8 * time.Hour
+	}
+	if c.WriteTimeout <= 0 {
+		c.WriteTimeout = 60 * time.Second
+	}
+	if c.MaxQueryBytes <= 0 || c.MaxQueryBytes > maxPayload-1 {
+		c.MaxQueryBytes = maxPayload - 1
+	}
+	if c.ServerVersion == "" {
+		c.ServerVersion = sqlengine.ServerVersion()
+	}
+	if c.AuthPlugin == "" {
+		c.AuthPlugin = mysql.AUTH_NATIVE_PASSWORD
+	}
+}
+
+// Passwords gives the CometQL password of each tenant (the auth service).
+type Passwords interface {
+	// Password is the password of tenant dev ("root" is dev 0).
+	Password(dev int64) string
+}
+
+// Server is the CometQL listener. It implements sqlengine.Frontend.
+type Server struct {
+	cfg  Config
+	eng  *sqlengine.Engine
+	pw   Passwords
+	log  *slog.Logger
+	my   *server.Server
+	base context.Context
+	stop context.CancelFunc
+
+	mu        sync.Mutex
+	listeners map[net.Listener]struct{}
+	conns     map[*conn]struct{}
+	closing   atomic.Bool
+	wg        sync.WaitGroup
+	open      atomic.Int64
+}
+
+var _ sqlengine.Frontend = (*Server)(nil)
+
+// newServer builds the server; the go-mysql server object (with its RSA key
+// for caching_sha2_password) is built once here.
+func newServer(cfg Config, eng *sqlengine.Engine, pw Passwords, log *slog.Logger) (*Server, error) {
+	cfg.setDefaults()
+	if cfg.AuthPlugin != mysql.AUTH_NATIVE_PASSWORD && cfg.AuthPlugin != mysql.AUTH_CACHING_SHA2_PASSWORD {
+		return nil, fmt.Errorf("mysqlproto: unsupported auth plugin %q", cfg.AuthPlugin)
+	}
+	if log == nil {
+		log = slog.Default()
+	}
+	key, err := rsa.GenerateKey(rand.Reader, 2048)
+	if err != nil {
+		return nil, fmt.Errorf("mysqlproto: RSA key: %w", err)
+	}
+	my := server.NewServerWithAuth(cfg.ServerVersion, utf8mb4GeneralCI, cfg.AuthPlugin, key, cfg.TLS, &server.DefaultAuthenticationProvider{})
+	base, stop := context.WithCancel(context.Background())
+	s := &Server{
+		cfg: cfg, eng: eng, pw: pw, log: log, my: my, base: base, stop: stop,
+		listeners: map[net.Listener]struct{}{}, conns: map[*conn]struct{}{},
+	}
+	eng.SetFrontend(s)
+	return s, nil
+}
+
+// utf8mb4GeneralCI is the collation announced in the greeting and used for
+// text columns unless the client asked for another utf8mb4 collation.
+const utf8mb4GeneralCI = 45
+
+// ErrServerClosed is returned by Serve after Shutdown.
+var ErrServerClosed = errors.New("mysqlproto: server closed")
+
+// Serve accepts connections on ln until Shutdown. It returns
+// ErrServerClosed after Shutdown, or the listener's error.
+func (s *Server) Serve(ln net.Listener) error {
+	s.mu.Lock()
+	if s.closing.Load() {
+		s.mu.Unlock()
+		return ErrServerClosed
+	}
+	s.listeners[ln] = struct{}{}
+	s.mu.Unlock()
+	defer func() {
+		s.mu.Lock()
+		delete(s.listeners, ln)
+		s.mu.Unlock()
+	}()
+	var delay time.Duration
+	for {
+		nc, err := ln.Accept()
+		if err != nil {
+			if s.closing.Load() {
+				return ErrServerClosed
+			}
+			var ne net.Error
+			if errors.As(err, &ne) && ne.Timeout() || errors.Is(err, errTemporary(err)) {
+				delay = min(max(2*delay, 5*time.Millisecond), time.Second)
+				s.log.Warn("CometQL accept error; retrying", "err", err, "delay", delay)
+				time.Sleep(delay)
+				continue
+			}
+			return err
+		}
+		delay = 0
+		s.wg.Add(1)
+		go s.serveConn(nc)
+	}
+}
+
+// errTemporary returns err when it is a temporary accept error (EMFILE and
+// the like), else a sentinel that matches nothing.
+func errTemporary(err error) error {
+	var t interface{ Temporary() bool }
+	if errors.As(err, &t) && t.Temporary() {
+		return err
+	}
+	return errNever
+}
+
+var errNever = errors.New("never")
+
+// Shutdown stops accepting, lets running statements finish, closes idle
+// connections and waits for every connection to end. When ctx ends first the
+// remaining connections are closed and ctx's error returned.
+func (s *Server) Shutdown(ctx context.Context) error {
+	s.closing.Store(true)
+	s.mu.Lock()
+	for ln := range s.listeners {
+		_ = ln.Close()
+	}
+	conns := make([]*conn, 0, len(s.conns))
+	for c := range s.conns {
+		conns = append(conns, c)
+	}
+	s.mu.Unlock()
+	for _, c := range conns {
+		c.g.closeIfIdle()
+	}
+	done := make(chan struct{})
+	go func() {
+		s.wg.Wait()
+		close(done)
+	}()
+	select {
+	case <-done:
+		s.stop()
+		return nil
+	case <-ctx.Done():
+		s.stop()
+		s.mu.Lock()
+		for c := range s.conns {
+			_ = c.g.Conn.Close()
+		}
+		s.mu.Unlock()
+		<-done
+		return ctx.Err()
+	}
+}
+
+// ConnectionCount implements sqlengine.Frontend: open CometQL connections.
+func (s *Server) ConnectionCount() int { return int(s.open.Load()) }
+
+// Processes implements sqlengine.Frontend: the authenticated connections of
+// a tenant.
+func (s *Server) Processes(dev int64) []sqlengine.Process {
+	s.mu.Lock()
+	list := make([]*conn, 0, len(s.conns))
+	for c := range s.conns {
+		list = append(list, c)
+	}
+	s.mu.Unlock()
+	now := time.Now()
+	var out []sqlengine.Process
+	for _, c := range list {
+		c.mu.Lock()
+		if c.authed && c.dev == dev {
+			p := sqlengine.Process{ID: c.id, User: c.user, Host: c.host, DB: c.db, Command: "Sleep",
+				Time: int64(now.Sub(c.since) / time.Second), Info: c.query}
+			if c.query != "" {
+				p.Command = "Query"
+			}
+			out = append(out, p)
+		}
+		c.mu.Unlock()
+	}
+	sortProcesses(out)
+	return out
+}
+
+func sortProcesses(p []sqlengine.Process) {
+	for i := 1; i < len(p); i++ {
+		for j := i; j > 0 && p[j].ID < p[j-1].ID; j-- {
+			p[j], p[j-1] = p[j-1], p[j]
+		}
+	}
+}
+
+// tooManyConnections answers a connection over the limit: an error packet
+// in place of the greeting, then close.
+func (s *Server) reject(nc net.Conn, e *mysql.MyError) {
+	_ = nc.SetWriteDeadline(time.Now().Add(time.Second))
+	b := errPacket([]byte{0, 0, 0, 0}, e)
+	n := len(b) - 4
+	b[0], b[1], b[2], b[3] = byte(n), byte(n>>8), byte(n>>16), 0
+	_, _ = nc.Write(b)
+	_ = nc.Close()
+}
+
+// NewWithPasswords builds a server that takes tenant passwords from pw.
+func NewWithPasswords(cfg Config, eng *sqlengine.Engine, pw Passwords, log *slog.Logger) (*Server, error) {
+	return newServer(cfg, eng, pw, log)
+}
