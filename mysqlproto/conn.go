@@ -186,6 +186,7 @@ func (c *conn) GetCredential(username string) (server.Credential, bool, error) {
 		_, _ = rand.Read(b[:])
 		pw = hex.EncodeToString(b[:])
 	}
+	c.srv.log.Debug("CometQL login", "user", username, "client_plugin", c.g.plugin, "plugin", plugin, "remote", c.host)
 	return server.Credential{Passwords: []string{pw}, AuthPluginName: plugin}, true, nil
 }
 

@@ -295,7 +295,11 @@ func (g *guardConn) endPacket() bool {
 }
 
 // pluginFromHandshake reads the auth plugin name from a HandshakeResponse41
-// payload; "" when it names none or cannot be read.
+// payload; "" when it names none or cannot be read. A client that sends no
+// auth data expects to be switched to its plugin with a fresh scramble
+// (MariaDB's caching_sha2_password does that when the greeting proposed
+// another plugin): for it the answer is "" too, and the greeting's plugin is
+// used, which the client then gets switched to.
 func pluginFromHandshake(p []byte) string {
 	if len(p) < 32 {
 		return ""
@@ -307,15 +311,18 @@ func pluginFromHandshake(p []byte) string {
 		return ""
 	}
 	pos += i + 1
+	if pos >= len(p) {
+		return ""
+	}
 	switch {
 	case capab&mysql.CLIENT_PLUGIN_AUTH_LENENC_CLIENT_DATA != 0:
 		n, isNull, k := mysql.LengthEncodedInt(p[pos:])
-		if isNull || k == 0 {
+		if isNull || k == 0 || n == 0 {
 			return ""
 		}
 		pos += k + int(n)
 	case capab&mysql.CLIENT_SECURE_CONNECTION != 0:
-		if pos >= len(p) {
+		if p[pos] == 0 {
 			return ""
 		}
 		pos += 1 + int(p[pos])

@@ -60,12 +60,11 @@ func okPacket(b []byte, r *sqlengine.Result, status uint16, capab uint32) []byte
 	b = appendLenEncInt(b, r.AffectedRows)
 	b = appendLenEncInt(b, r.LastInsertID)
 	b = append(b, byte(status), byte(status>>8), byte(r.Warnings), byte(r.Warnings>>8))
-	if capab&mysql.CLIENT_SESSION_TRACK != 0 {
-		if r.Info != "" || status&mysql.SERVER_SESSION_STATE_CHANGED != 0 {
-			b = appendLenEncString(b, r.Info)
-		}
-	} else {
-		b = append(b, r.Info...)
+	// Like MySQL, the info is length-encoded whether or not the client
+	// tracks session state (mysqlnd and libmysql read it so), and sent
+	// empty only to clients that track session state.
+	if capab&mysql.CLIENT_SESSION_TRACK != 0 || r.Info != "" {
+		b = appendLenEncString(b, r.Info)
 	}
 	return b
 }

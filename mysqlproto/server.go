@@ -118,7 +118,7 @@ func newServer(cfg Config, eng *sqlengine.Engine, pw Passwords, log *slog.Logger
 	if err != nil {
 		return nil, fmt.Errorf("mysqlproto: RSA key: %w", err)
 	}
-	my := server.NewServerWithAuth(cfg.ServerVersion, utf8mb4GeneralCI, cfg.AuthPlugin, key, cfg.TLS, &server.DefaultAuthenticationProvider{})
+	my := server.NewServerWithAuth(cfg.ServerVersion, utf8mb4GeneralCI, cfg.AuthPlugin, key, cfg.TLS, &authProvider{})
 	base, stop := context.WithCancel(context.Background())
 	s := &Server{
 		cfg: cfg, eng: eng, pw: pw, log: log, my: my, base: base, stop: stop,
@@ -126,6 +126,30 @@ func newServer(cfg Config, eng *sqlengine.Engine, pw Passwords, log *slog.Logger
 	}
 	eng.SetFrontend(s)
 	return s, nil
+}
+
+// authProvider is go-mysql's authentication with one change: every failure
+// is "access denied" (1045). A client that sends something undecryptable
+// during caching_sha2_password's full authentication (the MariaDB client
+// sends the password in clear over plain TCP, which MySQL refuses too) gets
+// 1045, not go-mysql's 1105 with a crypto error.
+type authProvider struct {
+	server.DefaultAuthenticationProvider
+}
+
+func (p *authProvider) Authenticate(c *server.Conn, plugin string, data []byte) error {
+	err := p.DefaultAuthenticationProvider.Authenticate(c, plugin, data)
+	if err == nil || errors.Is(err, server.ErrAccessDenied) {
+		return err
+	}
+	var me *mysql.MyError
+	if errors.As(err, &me) {
+		return err
+	}
+	if errors.Is(err, mysql.ErrBadConn) {
+		return err
+	}
+	return fmt.Errorf("%w: %v", server.ErrAccessDenied, err)
 }
 
 // utf8mb4GeneralCI is the collation announced in the greeting and used for

@@ -5,9 +5,9 @@ import (
 	"database/sql"
 	"errors"
 	"fmt"
-	"io"
 	"log/slog"
 	"net"
+	"os"
 	"strings"
 	"sync"
 	"testing"
@@ -43,7 +43,10 @@ func startServer(tb testing.TB, cfg mysqlproto.Config) *testServer {
 	if err != nil {
 		tb.Fatal(err)
 	}
-	log := slog.New(slog.NewTextHandler(io.Discard, nil))
+	log := slog.New(slog.DiscardHandler)
+	if os.Getenv("COMETQL_TEST_LOG") != "" {
+		log = slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelDebug}))
+	}
 	me := pipes.NewMemoryEngine(pipes.MemoryConfig{}, st, log)
 	hub := pipes.New(pipes.Config{}, me, nil, log)
 	if err := hub.Start(); err != nil {
@@ -102,7 +105,7 @@ func (ts *testServer) conn(tb testing.TB, user, pw, extra string) *sql.Conn {
 	return c
 }
 
-func exec(tb testing.TB, c *sql.Conn, q string, args ...any) sql.Result {
+func mustExec(tb testing.TB, c *sql.Conn, q string, args ...any) sql.Result {
 	tb.Helper()
 	r, err := c.ExecContext(context.Background(), q, args...)
 	if err != nil {
@@ -185,9 +188,9 @@ func TestStatementsOverTCP(t *testing.T) {
 		"INSERT INTO revoked_tokens (token) VALUES ('t1')",
 		"INSERT INTO users_messages (id, event, message) VALUES (9, 'ev', 'queued')",
 	} {
-		exec(t, c, q)
+		mustExec(t, c, q)
 	}
-	r := exec(t, c, "INSERT INTO pipes_messages (name, event, message) VALUES ('web_chat', 'msg', 'one'), ('web_chat', 'msg', 'two')")
+	r := mustExec(t, c, "INSERT INTO pipes_messages (name, event, message) VALUES ('web_chat', 'msg', 'one'), ('web_chat', 'msg', 'two')")
 	if n, _ := r.RowsAffected(); n != 2 {
 		t.Errorf("affected %d", n)
 	}
@@ -241,7 +244,7 @@ func TestStatementsOverTCP(t *testing.T) {
 		{"DELETE FROM pipes_settings WHERE name='web_chat'", 1},
 	} {
 		q, want := d.q, d.want
-		if n, _ := exec(t, c, q).RowsAffected(); n != want {
+		if n, _ := mustExec(t, c, q).RowsAffected(); n != want {
 			t.Errorf("%s: affected %d, want %d", q, n, want)
 		}
 	}
@@ -307,7 +310,7 @@ func sqlQuote(s string) string {
 func TestRoundTrip(t *testing.T) {
 	ts := startServer(t, mysqlproto.Config{})
 	c := ts.conn(t, "root", rootPassword, "")
-	exec(t, c, "INSERT INTO pipes_settings (name, length) VALUES ('log_pipe', 100)")
+	mustExec(t, c, "INSERT INTO pipes_settings (name, length) VALUES ('log_pipe', 100)")
 	check := func(label, q string, args []any, want []string) {
 		t.Helper()
 		got := []string{}
@@ -329,17 +332,17 @@ func TestRoundTrip(t *testing.T) {
 	}
 	var lit, args []string
 	for i, v := range roundTripValues {
-		exec(t, c, "INSERT INTO pipes_messages (name, event, message) VALUES ('log_pipe', 'lit', "+sqlQuote(v)+")")
-		exec(t, c, "INSERT INTO pipes_messages (name, event, message) VALUES (?, ?, ?)", "log_pipe", "arg", v)
-		exec(t, c, fmt.Sprintf("INSERT INTO users_messages (id, event, message) VALUES (%d, 'lit', %s)", 100, sqlQuote(v)))
-		exec(t, c, "INSERT INTO users_messages (id, event, message) VALUES (?, ?, ?)", 200, "arg", v)
-		exec(t, c, fmt.Sprintf("INSERT INTO users_data (id, data) VALUES (%d, %s)", 1000+i, sqlQuote(v)))
-		exec(t, c, "INSERT INTO users_data (id, data) VALUES (?, ?)", 2000+i, v)
+		mustExec(t, c, "INSERT INTO pipes_messages (name, event, message) VALUES ('log_pipe', 'lit', "+sqlQuote(v)+")")
+		mustExec(t, c, "INSERT INTO pipes_messages (name, event, message) VALUES (?, ?, ?)", "log_pipe", "arg", v)
+		mustExec(t, c, fmt.Sprintf("INSERT INTO users_messages (id, event, message) VALUES (%d, 'lit', %s)", 100, sqlQuote(v)))
+		mustExec(t, c, "INSERT INTO users_messages (id, event, message) VALUES (?, ?, ?)", 200, "arg", v)
+		mustExec(t, c, fmt.Sprintf("INSERT INTO users_data (id, data) VALUES (%d, %s)", 1000+i, sqlQuote(v)))
+		mustExec(t, c, "INSERT INTO users_data (id, data) VALUES (?, ?)", 2000+i, v)
 		lit = append(lit, v)
 		args = append(args, v)
 	}
 	// 'it\'s' (backslash escape) is the same value as 'it''s'.
-	exec(t, c, `INSERT INTO users_data (id, data) VALUES (3000, 'it\'s')`)
+	mustExec(t, c, `INSERT INTO users_data (id, data) VALUES (3000, 'it\'s')`)
 	check("backslash quote", "SELECT data FROM users_data WHERE id = 3000", nil, []string{"it's"})
 	check("history literal", "SELECT message FROM pipes_messages WHERE name = 'log_pipe' AND event = 'lit'", nil, lit)
 	check("history args", "SELECT message FROM pipes_messages WHERE name = ? AND event = ?", []any{"log_pipe", "arg"}, args)
@@ -357,7 +360,7 @@ func TestPreparedTypes(t *testing.T) {
 	ts := startServer(t, mysqlproto.Config{})
 	c := ts.conn(t, "root", rootPassword, "")
 	ctx := context.Background()
-	exec(t, c, "INSERT INTO users_data (id, data) VALUES (?, ?), (?, ?)", int64(7), "seven", uint8(8), []byte("eight"))
+	mustExec(t, c, "INSERT INTO users_data (id, data) VALUES (?, ?), (?, ?)", int64(7), "seven", uint8(8), []byte("eight"))
 	rows, err := c.QueryContext(ctx, "SELECT id, data FROM users_data WHERE id IN (?, ?) ORDER BY id LIMIT ?", 7, "8", 10)
 	if err != nil {
 		t.Fatal(err)
@@ -417,7 +420,7 @@ func TestMultiStatements(t *testing.T) {
 	ts := startServer(t, mysqlproto.Config{})
 	c := ts.conn(t, "root", rootPassword, "multiStatements=true")
 	ctx := context.Background()
-	exec(t, c, "INSERT INTO users_data VALUES (1, 'a'); INSERT INTO users_data VALUES (2, 'b')")
+	mustExec(t, c, "INSERT INTO users_data VALUES (1, 'a'); INSERT INTO users_data VALUES (2, 'b')")
 	rows, err := c.QueryContext(ctx, "SELECT data FROM users_data WHERE id = 1; SELECT data FROM users_data WHERE id = 2")
 	if err != nil {
 		t.Fatal(err)
@@ -456,8 +459,8 @@ func TestAuthentication(t *testing.T) {
 	// Tenant 3 logs in with its own password and sees only its own data.
 	root := ts.conn(t, "root", rootPassword, "")
 	t3 := ts.conn(t, "3", tenantPassword, "")
-	exec(t, root, "INSERT INTO users_data (id, data) VALUES (1, 'root data')")
-	exec(t, t3, "INSERT INTO users_data (id, data) VALUES (2, 'tenant data')")
+	mustExec(t, root, "INSERT INTO users_data (id, data) VALUES (1, 'root data')")
+	mustExec(t, t3, "INSERT INTO users_data (id, data) VALUES (2, 'tenant data')")
 	if got := query(t, root, "SELECT * FROM users_data"); got != "1,root data" {
 		t.Errorf("root sees %q", got)
 	}
@@ -503,7 +506,7 @@ func TestCachingSHA2(t *testing.T) {
 
 func TestConcurrentConnections(t *testing.T) {
 	ts := startServer(t, mysqlproto.Config{})
-	exec(t, ts.conn(t, "root", rootPassword, ""), "INSERT INTO pipes_settings (name, length) VALUES ('busy_pipe', 1000)")
+	mustExec(t, ts.conn(t, "root", rootPassword, ""), "INSERT INTO pipes_settings (name, length) VALUES ('busy_pipe', 1000)")
 	const n = 100
 	var wg sync.WaitGroup
 	errs := make(chan error, n)
