@@ -1,0 +1,84 @@
+// Tabs of one browser share one connection (SPEC 6.2): one tab holds it
+// (isMaster), the others talk through it, and one takes over when it closes.
+import assert from 'node:assert/strict';
+import { after, afterEach, before, test } from 'node:test';
+import {
+  T,
+  ask,
+  closeQL,
+  contexts,
+  events,
+  launch,
+  openClient,
+  ql,
+  record,
+  str,
+  uniq,
+  until,
+  waitConnected,
+  waitEvents,
+  waitSubscribers,
+} from './lib.mjs';
+
+let browser;
+const ctx = contexts(() => browser);
+before(async () => {
+  browser = await launch();
+});
+afterEach(() => ctx.closeAll());
+after(async () => {
+  await browser?.close();
+  await closeQL();
+});
+
+const publish = (pipe, n) => ql(`INSERT INTO pipes_messages (name, event, message) VALUES (${str(pipe)}, 'e', '{"n":${n}}')`);
+
+test('two tabs share one connection: isMaster in exactly one; both get messages; takeover on close', { timeout: T }, async () => {
+  const pipe = uniq('web_tabs_');
+  const c = await ctx.make();
+  const t1 = await openClient(c, { name: 'tab1', subs: [pipe] });
+  await waitConnected(t1);
+  const t2 = await openClient(c, { name: 'tab2', subs: [pipe] });
+  const t3 = await openClient(c, { name: 'tab3', subs: [pipe] });
+  for (const t of [t2, t3]) await waitConnected(t);
+  const masters = await Promise.all([t1, t2, t3].map((t) => t.evaluate(() => cometApi.isMaster())));
+  assert.deepEqual(masters.filter((m) => m === true).length, 1, `isMaster: ${masters}`);
+  assert.ok(masters.every((m) => m === true || m === false), `isMaster: ${masters}`);
+  await waitSubscribers(pipe, 1);
+  const rows = await ql(`SELECT COUNT(*) AS n FROM users_in_pipes WHERE name = ${str(pipe)}`);
+  assert.equal(Number(rows[0].n), 1, 'one connection in users_in_pipes');
+  assert.equal((await ask(t3, 'count_users_in_pipe', pipe)).data.user_in_pipe, 1);
+
+  await publish(pipe, 1);
+  for (const t of [t1, t2, t3]) await waitEvents(t, pipe, 1, { 'data.n': 1 });
+
+  // A follower's own subscription goes to the server through the leader.
+  const p2 = uniq('tabs2_');
+  await record(t3, p2);
+  await waitSubscribers(p2, 1);
+  await publish(p2, 2);
+  await waitEvents(t3, p2, 1, { 'data.n': 2 });
+
+  // The tab holding the connection closes: another takes over.
+  const leader = [t1, t2, t3][masters.indexOf(true)];
+  const rest = [t1, t2, t3].filter((t) => t !== leader);
+  await leader.close({ runBeforeUnload: true });
+  const took = async () => {
+    const st = await Promise.all(rest.map((t) => t.evaluate(() => cometApi.isMaster() === true && cometApi.isConnected())));
+    return st.some(Boolean);
+  };
+  await until(took, 'another tab to take the connection over', 15_000);
+  for (const t of rest) await waitConnected(t, 15_000);
+  const after2 = await Promise.all(rest.map((t) => t.evaluate(() => cometApi.isMaster())));
+  assert.equal(after2.filter((m) => m === true).length, 1, `isMaster after takeover: ${after2}`);
+  await waitSubscribers(pipe, 1);
+  await waitSubscribers(p2, 1);
+  await publish(pipe, 3);
+  await publish(p2, 4);
+  for (const t of rest) await waitEvents(t, pipe, 1, { 'data.n': 3 });
+  await waitEvents(t3, p2, 1, { 'data.n': 4 });
+  for (const t of rest) {
+    const got = (await events(t, pipe)).map((e) => e.data.n);
+    assert.deepEqual(got, [1, 3], 'each message once');
+  }
+});
