@@ -1,0 +1,328 @@
+package app
+
+import (
+	"context"
+	"crypto/rand"
+	"crypto/tls"
+	"encoding/base64"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"syscall"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+
+	"github.com/cometql/cometql/auth"
+	"github.com/cometql/cometql/internal/version"
+	"github.com/cometql/cometql/jsapi"
+	"github.com/cometql/cometql/mysqlproto"
+	"github.com/cometql/cometql/pipes"
+	"github.com/cometql/cometql/sqlengine"
+	"github.com/cometql/cometql/store"
+)
+
+// App is one assembled cometql server.
+type App struct {
+	cfg Config
+	log *slog.Logger
+
+	store *store.Store
+	auth  *auth.Service
+	eng   pipes.Engine
+	hub   *pipes.Hub
+	sql   *sqlengine.Engine
+	ql    *mysqlproto.Server
+	web   *jsapi.Server
+	reg   *prometheus.Registry
+
+	qlLn, httpLn net.Listener
+
+	password     string
+	pwFile       string
+	pwGenerated  bool
+	done         chan error
+	shutdownOnce sync.Once
+	shutdownErr  error
+}
+
+// New opens the store, builds every part and binds both listeners (port 0
+// picks a free port; QLAddr and HTTPAddr tell which). Nothing is served
+// until Start.
+func New(cfg Config, log *slog.Logger) (*App, error) {
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	if cfg.RedisURL != "" {
+		return nil, errors.New("cluster mode (--redis) is not available in this build yet")
+	}
+	a := &App{cfg: cfg, log: log, done: make(chan error, 2)}
+	logFileLimit(log)
+
+	ctx := context.Background()
+	st, err := store.Open(ctx, store.Config{Dir: cfg.DataDir, QueueTTL: cfg.QueueTTL})
+	if err != nil {
+		return nil, fmt.Errorf("open store in %s: %w", cfg.DataDir, err)
+	}
+	a.store = st
+	if err := a.loadPassword(); err != nil {
+		a.closeStore()
+		return nil, err
+	}
+	a.auth = auth.New(auth.Config{Password: a.password, TenantPasswords: cfg.TenantPasswords}, st)
+
+	a.eng = pipes.NewMemoryEngine(pipes.MemoryConfig{Node: cfg.NodeName, QueueMax: cfg.QueueMax, QueueTTL: cfg.QueueTTL}, st, log)
+	a.hub = pipes.New(pipes.Config{
+		Server:                version.Server(),
+		MaxMessageBytes:       cfg.MaxMessageBytes,
+		MaxSubscriptions:      cfg.MaxSubscriptions,
+		MaxConnectionsPerUser: cfg.MaxConnectionsPerUser,
+		WebPublishRate:        cfg.WebPublishRate,
+		WebPublishBurst:       int(2 * cfg.WebPublishRate),
+	}, a.eng, userDirectory{a.auth}, log)
+	if err := a.hub.Start(); err != nil {
+		a.closeStore()
+		return nil, err
+	}
+
+	var tlsCfg *tls.Config
+	if cfg.TLSCert != "" {
+		cert, err := tls.LoadX509KeyPair(cfg.TLSCert, cfg.TLSKey)
+		if err != nil {
+			a.closeStore()
+			return nil, fmt.Errorf("load TLS certificate: %w", err)
+		}
+		tlsCfg = &tls.Config{Certificates: []tls.Certificate{cert}, MinVersion: tls.VersionTLS12}
+	}
+
+	a.reg = prometheus.NewRegistry()
+	a.reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+
+	a.sql = sqlengine.NewWithAuthStore(sqlengine.Config{
+		MaxMessageBytes:  cfg.MaxMessageBytes,
+		MaxAllowedPacket: int64(cfg.MaxQueryBytes),
+		IdleTimeout:      cfg.QLIdleTimeout,
+		MaxConnections:   cfg.QLMaxConnections,
+		NodeName:         cfg.NodeName,
+		TLS:              tlsCfg != nil,
+	}, a.hub, st, nil)
+	a.ql, err = mysqlproto.NewWithPasswords(mysqlproto.Config{
+		TLS:            tlsCfg,
+		MaxConnections: cfg.QLMaxConnections,
+		IdleTimeout:    cfg.QLIdleTimeout,
+		MaxQueryBytes:  cfg.MaxQueryBytes,
+	}, a.sql, a.auth, log)
+	if err != nil {
+		a.closeStore()
+		return nil, fmt.Errorf("CometQL front end: %w", err)
+	}
+	a.sql.SetFrontend(a.ql)
+
+	a.web, err = jsapi.New(jsapi.Config{
+		AllowedOrigins:      cfg.AllowedOrigins,
+		TrustedProxies:      cfg.TrustedProxies,
+		PingInterval:        cfg.PingInterval,
+		PongTimeout:         cfg.PongTimeout,
+		MaxFrameBytes:       cfg.MaxMessageBytes + 4<<10,
+		MaxConnsPerIP:       cfg.MaxConnsPerIP,
+		LongPollIdle:        cfg.LongPollIdle,
+		MaxLongPollSessions: cfg.MaxLongPollSessions,
+		NodeName:            cfg.NodeName,
+		Version:             version.Version,
+		Ready:               a.ready,
+		Registerer:          a.reg,
+		Gatherer:            a.reg,
+		Pprof:               cfg.Pprof,
+	}, a.hub, a.auth, log)
+	if err != nil {
+		a.closeStore()
+		return nil, fmt.Errorf("browser front end: %w", err)
+	}
+	a.reg.MustRegister(newCollector(a))
+
+	if a.qlLn, err = listen(cfg.QLAddr, nil); err != nil {
+		a.closeStore()
+		return nil, fmt.Errorf("CometQL listener: %w", err)
+	}
+	if a.httpLn, err = listen(cfg.HTTPAddr, tlsCfg); err != nil {
+		a.qlLn.Close()
+		a.closeStore()
+		return nil, fmt.Errorf("HTTP listener: %w", err)
+	}
+	return a, nil
+}
+
+func listen(addr string, tlsCfg *tls.Config) (net.Listener, error) {
+	ln, err := net.Listen("tcp", addr)
+	if err != nil {
+		return nil, err
+	}
+	if tlsCfg != nil {
+		return tls.NewListener(ln, tlsCfg), nil
+	}
+	return ln, nil
+}
+
+// Start serves both listeners.
+func (a *App) Start() error {
+	go func() {
+		if err := a.ql.Serve(a.qlLn); err != nil {
+			a.done <- fmt.Errorf("CometQL listener: %w", err)
+		}
+	}()
+	go func() {
+		if err := a.web.Serve(a.httpLn); err != nil {
+			a.done <- fmt.Errorf("HTTP listener: %w", err)
+		}
+	}()
+	a.log.Info("listening", "listener", "cometql", "addr", a.QLAddr(), "tls", a.cfg.TLSCert != "")
+	a.log.Info("listening", "listener", "http", "addr", a.HTTPAddr(), "tls", a.cfg.TLSCert != "")
+	return nil
+}
+
+// Done delivers an error when a listener stops serving on its own.
+func (a *App) Done() <-chan error { return a.done }
+
+// QLAddr is the CometQL listener's address.
+func (a *App) QLAddr() string { return a.qlLn.Addr().String() }
+
+// HTTPAddr is the HTTP listener's address.
+func (a *App) HTTPAddr() string { return a.httpLn.Addr().String() }
+
+// Password is the effective CometQL password of dev 0.
+func (a *App) Password() string { return a.password }
+
+// PasswordGenerated reports whether the password was generated on this
+// start (and saved in PasswordFile).
+func (a *App) PasswordGenerated() bool { return a.pwGenerated }
+
+// PasswordFile is where a generated password is kept.
+func (a *App) PasswordFile() string { return a.pwFile }
+
+// Hub is the pipes hub (for tests and tools).
+func (a *App) Hub() *pipes.Hub { return a.hub }
+
+func (a *App) ready() error {
+	if err := a.store.Ready(); err != nil {
+		return fmt.Errorf("store: %w", err)
+	}
+	if err := a.eng.Ready(); err != nil {
+		return fmt.Errorf("engine: %w", err)
+	}
+	return nil
+}
+
+// Shutdown stops in order: stop accepting and finish in-flight statements,
+// close browser connections with a TCP close, stop the engine, flush and
+// close the store. It returns when done or when ctx expires.
+func (a *App) Shutdown(ctx context.Context) error {
+	a.shutdownOnce.Do(func() {
+		var errs []error
+		var wg sync.WaitGroup
+		var webErr, qlErr error
+		wg.Add(2)
+		go func() {
+			defer wg.Done()
+			if a.web != nil {
+				webErr = a.web.Shutdown(ctx)
+			}
+		}()
+		go func() {
+			defer wg.Done()
+			if a.ql != nil {
+				qlErr = a.ql.Shutdown(ctx)
+			}
+		}()
+		wg.Wait()
+		if webErr != nil {
+			errs = append(errs, fmt.Errorf("browser front end: %w", webErr))
+		}
+		if qlErr != nil {
+			errs = append(errs, fmt.Errorf("CometQL front end: %w", qlErr))
+		}
+		if a.hub != nil {
+			a.hub.CloseSessions()
+		}
+		if a.eng != nil {
+			if err := a.eng.Close(ctx); err != nil {
+				errs = append(errs, fmt.Errorf("engine: %w", err))
+			}
+		}
+		if err := a.closeStore(); err != nil {
+			errs = append(errs, err)
+		}
+		a.shutdownErr = errors.Join(errs...)
+	})
+	return a.shutdownErr
+}
+
+func (a *App) closeStore() error {
+	if a.store == nil {
+		return nil
+	}
+	if err := a.store.Close(); err != nil {
+		return fmt.Errorf("store: %w", err)
+	}
+	return nil
+}
+
+// loadPassword takes the configured password, else the one saved in the
+// data directory, else generates one and saves it there (mode 0600) so
+// restarts keep it.
+func (a *App) loadPassword() error {
+	a.pwFile = filepath.Join(a.cfg.DataDir, "password")
+	if a.cfg.Password != "" {
+		a.password = a.cfg.Password
+		return nil
+	}
+	if b, err := os.ReadFile(a.pwFile); err == nil {
+		if pw := strings.TrimSpace(string(b)); pw != "" {
+			a.password = pw
+			return nil
+		}
+	}
+	var raw [18]byte
+	if _, err := rand.Read(raw[:]); err != nil {
+		return fmt.Errorf("generate password: %w", err)
+	}
+	a.password = base64.RawURLEncoding.EncodeToString(raw[:])
+	if err := os.WriteFile(a.pwFile, []byte(a.password+"\n"), 0o600); err != nil {
+		return fmt.Errorf("save generated password: %w", err)
+	}
+	a.pwGenerated = true
+	return nil
+}
+
+// userDirectory gives the hub the users_data of one user.
+type userDirectory struct{ svc *auth.Service }
+
+func (u userDirectory) UserData(ctx context.Context, dev, user int64) (string, error) {
+	m, err := u.svc.UserData(ctx, dev, []int64{user})
+	if err != nil {
+		return "", err
+	}
+	return m[user], nil
+}
+
+// logFileLimit raises the soft open-files limit to the hard one and logs
+// the result: every connection costs a descriptor.
+func logFileLimit(log *slog.Logger) {
+	var lim syscall.Rlimit
+	if err := syscall.Getrlimit(syscall.RLIMIT_NOFILE, &lim); err != nil {
+		log.Warn("cannot read the open-files limit", "err", err)
+		return
+	}
+	if lim.Cur < lim.Max {
+		raised := lim
+		raised.Cur = lim.Max
+		if err := syscall.Setrlimit(syscall.RLIMIT_NOFILE, &raised); err == nil {
+			lim = raised
+		}
+	}
+	log.Info("open files limit", "soft", lim.Cur, "hard", lim.Max)
+}

@@ -1,0 +1,77 @@
+package app
+
+import (
+	"github.com/prometheus/client_golang/prometheus"
+)
+
+// collector exports the hub's, the store's and the CometQL engine's counters
+// to Prometheus at scrape time (the packages keep plain atomic counters).
+type collector struct {
+	a *App
+
+	sessions, subs, pipes         *prometheus.Desc
+	published, delivered, private *prometheus.Desc
+	queued, webPublished, limited *prometheus.Desc
+	queueDropped                  *prometheus.Desc
+	commits, writes, failed       *prometheus.Desc
+	commitSeconds                 *prometheus.Desc
+	statements, statementErrors   *prometheus.Desc
+}
+
+func newCollector(a *App) *collector {
+	d := func(name, help string) *prometheus.Desc {
+		return prometheus.NewDesc("cometql_"+name, help, nil, nil)
+	}
+	return &collector{
+		a:               a,
+		sessions:        d("sessions", "Open browser sessions on this node."),
+		subs:            d("subscriptions", "Session-pipe subscriptions on this node."),
+		pipes:           d("pipes", "Pipes with subscribers on this node."),
+		published:       d("messages_published_total", "Messages published to pipes."),
+		delivered:       d("messages_delivered_total", "Pipe message frames queued to sessions."),
+		private:         d("private_messages_delivered_total", "Private message frames queued to sessions (live and from queues)."),
+		queued:          d("private_messages_queued_total", "Private messages queued for offline users."),
+		webPublished:    d("web_published_total", "Messages published by browsers (web_pipe2)."),
+		limited:         d("rate_limited_total", "Browser publishes refused by the rate limit."),
+		queueDropped:    d("offline_queue_dropped_total", "Queued private messages dropped because a queue was full."),
+		commits:         d("store_commits_total", "SQLite transactions committed."),
+		writes:          d("store_writes_total", "Writes committed (writes/commits is the group-commit batch)."),
+		failed:          d("store_write_errors_total", "Writes that failed."),
+		commitSeconds:   d("store_commit_seconds_total", "Time spent in committed transactions."),
+		statements:      d("cometql_statements_total", "CometQL statements executed."),
+		statementErrors: d("cometql_statement_errors_total", "CometQL statements that failed."),
+	}
+}
+
+func (c *collector) Describe(ch chan<- *prometheus.Desc) {
+	for _, d := range []*prometheus.Desc{c.sessions, c.subs, c.pipes, c.published, c.delivered, c.private, c.queued,
+		c.webPublished, c.limited, c.queueDropped, c.commits, c.writes, c.failed, c.commitSeconds, c.statements, c.statementErrors} {
+		ch <- d
+	}
+}
+
+func (c *collector) Collect(ch chan<- prometheus.Metric) {
+	g := func(d *prometheus.Desc, v float64) { ch <- prometheus.MustNewConstMetric(d, prometheus.GaugeValue, v) }
+	n := func(d *prometheus.Desc, v float64) { ch <- prometheus.MustNewConstMetric(d, prometheus.CounterValue, v) }
+	hs := c.a.hub.Stats()
+	g(c.sessions, float64(hs.Sessions))
+	g(c.subs, float64(hs.Subscriptions))
+	g(c.pipes, float64(hs.Pipes))
+	n(c.published, float64(hs.Published))
+	n(c.delivered, float64(hs.Delivered))
+	n(c.private, float64(hs.Private))
+	n(c.queued, float64(hs.Queued))
+	n(c.webPublished, float64(hs.WebPublished))
+	n(c.limited, float64(hs.RateLimited))
+	if me, ok := c.a.eng.(interface{ DroppedFromQueues() uint64 }); ok {
+		n(c.queueDropped, float64(me.DroppedFromQueues()))
+	}
+	ss := c.a.store.Stats()
+	n(c.commits, float64(ss.Commits))
+	n(c.writes, float64(ss.Writes))
+	n(c.failed, float64(ss.Failed))
+	n(c.commitSeconds, ss.CommitTime.Seconds())
+	total, failed := c.a.sql.Statements()
+	n(c.statements, float64(total))
+	n(c.statementErrors, float64(failed))
+}
