@@ -1,0 +1,568 @@
+package jsapi
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/base64"
+	"io"
+	"net/http"
+	"strconv"
+	"sync"
+	"time"
+
+	"golang.org/x/time/rate"
+
+	"github.com/cometql/cometql/pipes"
+)
+
+// Long-polling (SPEC 4): the same frames and commands as WebSocket over
+// plain HTTP/1.1, for browsers and proxies where WebSocket fails.
+//
+//	GET  /lp/open?sesion=..&myid=..&devid=..&v=..&uuid=..&api=js
+//	     → {"sid":"<sid>","next":0}
+//	GET  /lp/poll?sid=<sid>&ack=<n>
+//	     → {"sid":"<sid>","next":<m>,"frames":[<frame n+1>,...,<frame m>]}
+//	POST /lp/send?sid=<sid>   body: one command, as a WebSocket text frame
+//	GET  /lp/send?sid=<sid>&cmd=<command>      (JSONP)
+//	     → {"ok":true}
+//	POST /lp/close?sid=<sid>  (or GET) → {"ok":true}
+//
+// Frames are numbered from 1 per session. A poll acknowledges the frames up
+// to ack (they are discarded) and is held until a frame after ack exists or
+// LongPollHold passes (then "frames" is empty and next is ack); a poll with
+// an old ack gets the unacknowledged frames again, so a lost response loses
+// nothing. A new poll on a session makes a held one return empty at once.
+// A session not polled for LongPollIdle ends (as a closed WebSocket would:
+// offline and unsubscription events). An unknown or ended session answers
+// 404 {"error":"unknown session","code":404}. Every GET takes callback=<fn>
+// and then answers 200 with fn(<json>); (JSONP), the status in "code" of
+// error bodies. Handshake errors (401, 418) are the sys error frame of the
+// first poll, after which the session ends.
+
+// lpSession is one long-poll session and the pipes.Sink of its hub session.
+type lpSession struct {
+	srv *Server
+	sid string
+	ip  string
+
+	mu               sync.Mutex
+	sess             *pipes.Session
+	frames           [][]byte // frames base+1 .. base+len(frames), not yet acknowledged
+	base             int64
+	bytes            int
+	ended            bool
+	attached         bool          // the opener is done with the session
+	endAfterDelivery bool          // a handshake error: end once the frames went out
+	waiter           chan struct{} // closed to wake the held poll
+	pollSeq          uint64        // number of the latest poll
+	polls            int           // polls in progress
+	lastPoll         int64         // server clock of the last poll's start or end
+
+	cmdMu   sync.Mutex // commands of a session run one at a time
+	limiter *rate.Limiter
+}
+
+var _ pipes.Sink = (*lpSession)(nil)
+
+// Send buffers a frame for the next poll (pipes.Sink); a session whose
+// buffer would pass OutboxBytes or OutboxFrames ends.
+func (l *lpSession) Send(frame []byte) {
+	l.mu.Lock()
+	if l.ended {
+		l.mu.Unlock()
+		return
+	}
+	if len(l.frames) >= l.srv.cfg.OutboxFrames || l.bytes+len(frame) > l.srv.cfg.OutboxBytes {
+		l.mu.Unlock()
+		l.end(dropOverflow)
+		return
+	}
+	l.frames = append(l.frames, frame)
+	l.bytes += len(frame)
+	l.wakeLocked()
+	l.mu.Unlock()
+}
+
+// Close ends the session (pipes.Sink).
+func (l *lpSession) Close() { l.end("") }
+
+func (l *lpSession) wakeLocked() {
+	if l.waiter != nil {
+		close(l.waiter)
+		l.waiter = nil
+	}
+}
+
+// end ends the session: polls answer 404 from now on and, once the opener
+// is done, the hub session closes.
+func (l *lpSession) end(reason string) {
+	l.mu.Lock()
+	if l.ended {
+		l.mu.Unlock()
+		return
+	}
+	l.ended = true
+	l.frames, l.bytes = nil, 0
+	l.wakeLocked()
+	run := l.attached
+	l.mu.Unlock()
+	if reason != "" {
+		l.srv.metrics.drop(reason)
+	}
+	if run {
+		go l.finish() // not inline: Send runs under hub locks
+	}
+}
+
+// attach is attach of wsConn for long-poll sessions.
+func (l *lpSession) attach(sess *pipes.Session) {
+	l.mu.Lock()
+	l.sess = sess
+	l.attached = true
+	ended := l.ended
+	l.mu.Unlock()
+	if ended {
+		go l.finish()
+	}
+}
+
+func (l *lpSession) finish() {
+	defer l.srv.wg.Done()
+	l.mu.Lock()
+	sess := l.sess
+	l.mu.Unlock()
+	if sess != nil {
+		sess.Close()
+	}
+	l.srv.lp.remove(l)
+	l.srv.perIP.release(l.ip)
+	l.srv.metrics.connLP.Dec()
+}
+
+// ackLocked discards the frames up to ack.
+func (l *lpSession) ackLocked(ack int64) {
+	k := ack - l.base
+	if k <= 0 {
+		return
+	}
+	k = min(k, int64(len(l.frames)))
+	for _, f := range l.frames[:k] {
+		l.bytes -= len(f)
+	}
+	n := copy(l.frames, l.frames[k:])
+	clear(l.frames[n:])
+	l.frames = l.frames[:n]
+	if n == 0 {
+		l.frames = nil
+	}
+	l.base += k
+}
+
+// lpRegistry holds the long-poll sessions by sid.
+type lpRegistry struct {
+	mu      sync.RWMutex
+	m       map[string]*lpSession
+	closing bool
+}
+
+func (r *lpRegistry) init() { r.m = make(map[string]*lpSession) }
+
+// add registers l unless the server is closing or max sessions are open.
+func (r *lpRegistry) add(l *lpSession, max int) (ok, full bool) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.closing {
+		return false, false
+	}
+	if len(r.m) >= max {
+		return false, true
+	}
+	r.m[l.sid] = l
+	return true, false
+}
+
+func (r *lpRegistry) get(sid string) *lpSession {
+	r.mu.RLock()
+	defer r.mu.RUnlock()
+	return r.m[sid]
+}
+
+func (r *lpRegistry) remove(l *lpSession) {
+	r.mu.Lock()
+	if r.m[l.sid] == l {
+		delete(r.m, l.sid)
+	}
+	r.mu.Unlock()
+}
+
+func (r *lpRegistry) len() int {
+	r.mu.RLock()
+	defer r.mu.RUnlock()
+	return len(r.m)
+}
+
+// closeAll refuses new sessions and ends the open ones.
+func (r *lpRegistry) closeAll() {
+	r.mu.Lock()
+	r.closing = true
+	list := make([]*lpSession, 0, len(r.m))
+	for _, l := range r.m {
+		list = append(list, l)
+	}
+	r.mu.Unlock()
+	for _, l := range list {
+		l.end("")
+	}
+}
+
+// sweep ends the sessions not polled for LongPollIdle.
+func (r *lpRegistry) sweep(s *Server, now int64) {
+	idle := int64(s.cfg.LongPollIdle)
+	var victims []*lpSession
+	r.mu.RLock()
+	for _, l := range r.m {
+		l.mu.Lock()
+		if l.polls == 0 && !l.ended && now-l.lastPoll > idle {
+			victims = append(victims, l)
+		}
+		l.mu.Unlock()
+	}
+	r.mu.RUnlock()
+	for _, l := range victims {
+		l.end(dropIdle)
+	}
+}
+
+// newSID makes a session id: 128 random bits, URL-safe.
+func newSID() string {
+	var b [16]byte
+	rand.Read(b[:])
+	return base64.RawURLEncoding.EncodeToString(b[:])
+}
+
+// serveLP routes /lp/<op>.
+func (s *Server) serveLP(w http.ResponseWriter, r *http.Request, op string) {
+	q := r.URL.Query()
+	cb := q.Get("callback")
+	if cb != "" && !validCallback(cb) {
+		s.lpError(w, r, http.StatusBadRequest, "invalid callback name", "")
+		return
+	}
+	if !s.setCORS(w, r) || !s.origins.allows(refererOrigin(r)) {
+		s.metrics.handshakeErrors.WithLabelValues("403").Inc()
+		s.lpError(w, r, http.StatusForbidden, "origin not allowed", cb)
+		return
+	}
+	get := r.Method == http.MethodGet || r.Method == http.MethodHead
+	post := r.Method == http.MethodPost
+	switch op {
+	case "open":
+		if get || post {
+			s.lpOpen(w, r, cb)
+			return
+		}
+	case "poll":
+		if get {
+			s.withSession(w, r, q.Get("sid"), cb, func(l *lpSession) { s.lpPoll(w, r, l, q.Get("ack"), cb) })
+			return
+		}
+	case "send":
+		if get || post {
+			s.withSession(w, r, q.Get("sid"), cb, func(l *lpSession) { s.lpSend(w, r, l, cb) })
+			return
+		}
+	case "close":
+		if get || post {
+			s.withSession(w, r, q.Get("sid"), cb, func(l *lpSession) {
+				l.end("")
+				s.lpReply(w, r, http.StatusOK, []byte(`{"ok":true}`), cb)
+			})
+			return
+		}
+	default:
+		s.lpError(w, r, http.StatusNotFound, "unknown long-poll call", cb)
+		return
+	}
+	w.Header().Set("Allow", "GET, POST, OPTIONS")
+	s.lpError(w, r, http.StatusMethodNotAllowed, "method not allowed", cb)
+}
+
+func (s *Server) withSession(w http.ResponseWriter, r *http.Request, sid, cb string, f func(*lpSession)) {
+	l := s.lp.get(sid)
+	if l == nil {
+		s.lpError(w, r, http.StatusNotFound, "unknown session", cb)
+		return
+	}
+	f(l)
+}
+
+func (s *Server) lpOpen(w http.ResponseWriter, r *http.Request, cb string) {
+	if s.closing.Load() {
+		s.metrics.handshakeErrors.WithLabelValues("503").Inc()
+		s.lpError(w, r, http.StatusServiceUnavailable, "server shutting down", cb)
+		return
+	}
+	ip := s.clientIP(r)
+	if !s.perIP.acquire(ip, s.cfg.MaxConnsPerIP) {
+		s.metrics.handshakeErrors.WithLabelValues("429").Inc()
+		s.metrics.drop(dropPerIP)
+		s.lpError(w, r, http.StatusTooManyRequests, "too many connections from "+ip, cb)
+		return
+	}
+	p, herr := parseWSURL("", r.URL.RawQuery)
+	l := &lpSession{srv: s, sid: newSID(), ip: ip, lastPoll: s.now()}
+	s.wg.Add(1) // until l.finish
+	if ok, full := s.lp.add(l, s.cfg.MaxLongPollSessions); !ok {
+		s.perIP.release(ip)
+		s.wg.Done()
+		if full {
+			s.metrics.handshakeErrors.WithLabelValues("503").Inc()
+			s.metrics.drop(dropLongPollLimit)
+			s.lpError(w, r, http.StatusServiceUnavailable, "too many long-poll sessions", cb)
+		} else {
+			s.lpError(w, r, http.StatusServiceUnavailable, "server shutting down", cb)
+		}
+		return
+	}
+	s.metrics.connLP.Inc()
+	opened := []byte(`{"sid":"` + l.sid + `","next":0}`)
+
+	if herr != nil {
+		s.metrics.handshakeErrors.WithLabelValues(strconv.Itoa(herr.code)).Inc()
+		l.Send(pipes.HandshakeErrorFrame(herr.code, herr.text, time.Now().Unix()))
+		l.mu.Lock()
+		l.endAfterDelivery = true
+		l.mu.Unlock()
+		l.attach(nil)
+		s.lpReply(w, r, http.StatusOK, opened, cb)
+		return
+	}
+	ctx, cancel := context.WithTimeout(s.ctx, s.cfg.HandshakeTimeout)
+	defer cancel()
+	info := s.sessionInfo(r, p, ip, "lp")
+	info.UserID, info.Token = s.identify(ctx, p)
+	sess, err := s.hub.Open(ctx, info, l)
+	if err != nil {
+		l.attach(nil)
+		l.end("")
+		s.lpError(w, r, http.StatusServiceUnavailable, "server shutting down", cb)
+		return
+	}
+	l.attach(sess)
+	s.lpReply(w, r, http.StatusOK, opened, cb)
+}
+
+// lpPoll answers a poll: the frames after ack, waiting for some up to
+// LongPollHold.
+func (s *Server) lpPoll(w http.ResponseWriter, r *http.Request, l *lpSession, ackParam, cb string) {
+	var ack int64
+	if ackParam != "" {
+		n, err := strconv.ParseInt(ackParam, 10, 64)
+		if err != nil || n < 0 {
+			s.lpError(w, r, http.StatusBadRequest, "ack must be a frame number", cb)
+			return
+		}
+		ack = n
+	}
+	l.mu.Lock()
+	if l.ended {
+		l.mu.Unlock()
+		s.lpError(w, r, http.StatusNotFound, "unknown session", cb)
+		return
+	}
+	l.ackLocked(ack)
+	l.pollSeq++
+	me := l.pollSeq
+	l.polls++
+	l.lastPoll = s.now()
+	l.wakeLocked() // a held poll is superseded
+
+	var timer *time.Timer
+wait:
+	for len(l.frames) == 0 && !l.ended && l.pollSeq == me {
+		if timer == nil {
+			timer = time.NewTimer(s.cfg.LongPollHold)
+			defer timer.Stop()
+		}
+		ch := make(chan struct{})
+		l.waiter = ch
+		l.mu.Unlock()
+		select {
+		case <-ch:
+			l.mu.Lock()
+		case <-timer.C:
+			l.mu.Lock()
+			break wait
+		case <-r.Context().Done():
+			l.mu.Lock()
+			break wait
+		}
+	}
+	if l.waiter != nil && l.pollSeq == me {
+		l.waiter = nil
+	}
+	l.polls--
+	l.lastPoll = s.now()
+	if l.ended {
+		l.mu.Unlock()
+		s.lpError(w, r, http.StatusNotFound, "unknown session", cb)
+		return
+	}
+	var frames [][]byte
+	next := max(ack, l.base)
+	if l.pollSeq == me {
+		frames = append(frames, l.frames...)
+		next = l.base + int64(len(l.frames))
+	}
+	endNow := l.endAfterDelivery && len(frames) > 0
+	l.mu.Unlock()
+
+	size := 64 + len(l.sid)
+	for _, f := range frames {
+		size += len(f) + 1
+	}
+	b := make([]byte, 0, size)
+	b = append(b, `{"sid":"`...)
+	b = append(b, l.sid...)
+	b = append(b, `","next":`...)
+	b = strconv.AppendInt(b, next, 10)
+	b = append(b, `,"frames":[`...)
+	payload := 0
+	for i, f := range frames {
+		if i > 0 {
+			b = append(b, ',')
+		}
+		b = append(b, f...)
+		payload += len(f)
+	}
+	b = append(b, "]}"...)
+	s.lpReply(w, r, http.StatusOK, b, cb)
+	s.metrics.framesLP.Add(float64(len(frames)))
+	s.metrics.bytesLP.Add(float64(payload))
+	if endNow {
+		l.end("")
+	}
+}
+
+// lpSend runs one command: the POST body, or the cmd parameter of a GET.
+func (s *Server) lpSend(w http.ResponseWriter, r *http.Request, l *lpSession, cb string) {
+	var text string
+	if r.Method == http.MethodPost {
+		body, err := io.ReadAll(io.LimitReader(r.Body, int64(s.cfg.MaxFrameBytes)+1))
+		if err != nil {
+			s.lpError(w, r, http.StatusBadRequest, "could not read the command", cb)
+			return
+		}
+		if len(body) > s.cfg.MaxFrameBytes {
+			s.lpError(w, r, http.StatusRequestEntityTooLarge, "command over the limit of "+itoa(s.cfg.MaxFrameBytes)+" bytes", cb)
+			return
+		}
+		text = string(body)
+	} else {
+		v, ok := r.URL.Query()["cmd"]
+		if !ok || len(v) == 0 {
+			s.lpError(w, r, http.StatusBadRequest, "cmd parameter missing", cb)
+			return
+		}
+		text = v[0]
+		if len(text) > s.cfg.MaxFrameBytes {
+			s.lpError(w, r, http.StatusRequestEntityTooLarge, "command over the limit of "+itoa(s.cfg.MaxFrameBytes)+" bytes", cb)
+			return
+		}
+	}
+	l.mu.Lock()
+	sess, ended := l.sess, l.ended
+	l.mu.Unlock()
+	if ended || sess == nil {
+		s.lpError(w, r, http.StatusNotFound, "unknown session", cb)
+		return
+	}
+	l.cmdMu.Lock()
+	if l.limiter == nil {
+		l.limiter = rate.NewLimiter(rate.Limit(s.cfg.CommandRate), s.cfg.CommandBurst)
+	}
+	s.command(sess, l.limiter, text)
+	l.cmdMu.Unlock()
+	s.lpReply(w, r, http.StatusOK, []byte(`{"ok":true}`), cb)
+}
+
+// lpReply writes a long-poll answer: JSON, or fn(<json>); with a callback
+// (then always status 200: a script element cannot read a status).
+func (s *Server) lpReply(w http.ResponseWriter, r *http.Request, status int, body []byte, cb string) {
+	h := w.Header()
+	h.Set("Cache-Control", "no-store")
+	h.Set("X-Content-Type-Options", "nosniff")
+	if cb != "" {
+		h.Set("Content-Type", "application/javascript; charset=utf-8")
+		out := make([]byte, 0, len(cb)+len(body)+3)
+		out = append(out, cb...)
+		out = append(out, '(')
+		out = append(out, body...)
+		out = append(out, ')', ';')
+		h.Set("Content-Length", itoa(len(out)))
+		w.WriteHeader(http.StatusOK)
+		w.Write(out)
+		return
+	}
+	h.Set("Content-Type", "application/json; charset=utf-8")
+	h.Set("Content-Length", itoa(len(body)))
+	w.WriteHeader(status)
+	if r.Method != http.MethodHead {
+		w.Write(body)
+	}
+}
+
+// lpError writes {"error":"<text>","code":<status>}.
+func (s *Server) lpError(w http.ResponseWriter, r *http.Request, status int, text, cb string) {
+	s.lpReply(w, r, status, []byte(`{"error":`+jsonString(text)+`,"code":`+itoa(status)+`}`), cb)
+}
+
+// validCallback reports whether name is a JSONP callback:
+// [A-Za-z_$][A-Za-z0-9_$.]{0,63}.
+func validCallback(name string) bool {
+	if name == "" || len(name) > 64 {
+		return false
+	}
+	for i := 0; i < len(name); i++ {
+		c := name[i]
+		letter := c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c == '_' || c == '$'
+		if !letter && (i == 0 || !(c >= '0' && c <= '9' || c == '.')) {
+			return false
+		}
+	}
+	return true
+}
+
+// refererOrigin is the origin of the Referer header when the request has no
+// Origin (JSONP script elements send none), so the allow-list also applies
+// to them; "" when there is an Origin header or no usable Referer.
+func refererOrigin(r *http.Request) string {
+	if r.Header.Get("Origin") != "" {
+		return ""
+	}
+	ref := r.Header.Get("Referer")
+	scheme, rest, ok := cutScheme(ref)
+	if !ok {
+		return ""
+	}
+	host := rest
+	for i := 0; i < len(rest); i++ {
+		if rest[i] == '/' || rest[i] == '?' || rest[i] == '#' {
+			host = rest[:i]
+			break
+		}
+	}
+	if host == "" {
+		return ""
+	}
+	return scheme + "://" + host
+}
+
+func cutScheme(u string) (scheme, rest string, ok bool) {
+	for _, sc := range []string{"http", "https"} {
+		if len(u) > len(sc)+3 && u[:len(sc)+3] == sc+"://" {
+			return sc, u[len(sc)+3:], true
+		}
+	}
+	return "", "", false
+}
