@@ -21,6 +21,7 @@ import (
 	"github.com/go-mysql-org/go-mysql/mysql"
 	"github.com/go-mysql-org/go-mysql/server"
 
+	"github.com/cometql/cometql/auth"
 	"github.com/cometql/cometql/sqlengine"
 )
 
@@ -78,8 +79,8 @@ func (c *Config) setDefaults() {
 	}
 }
 
-// Passwords gives the CometQL password of each tenant (the auth service).
-type Passwords interface {
+// passwords gives the CometQL password of each tenant (the auth service).
+type passwords interface {
 	// Password is the password of tenant dev ("root" is dev 0).
 	Password(dev int64) string
 }
@@ -88,7 +89,7 @@ type Passwords interface {
 type Server struct {
 	cfg  Config
 	eng  *sqlengine.Engine
-	pw   Passwords
+	pw   passwords
 	log  *slog.Logger
 	my   *server.Server
 	base context.Context
@@ -106,7 +107,7 @@ var _ sqlengine.Frontend = (*Server)(nil)
 
 // newServer builds the server; the go-mysql server object (with its RSA key
 // for caching_sha2_password) is built once here.
-func newServer(cfg Config, eng *sqlengine.Engine, pw Passwords, log *slog.Logger) (*Server, error) {
+func newServer(cfg Config, eng *sqlengine.Engine, pw passwords, log *slog.Logger) (*Server, error) {
 	cfg.setDefaults()
 	if cfg.AuthPlugin != mysql.AUTH_NATIVE_PASSWORD && cfg.AuthPlugin != mysql.AUTH_CACHING_SHA2_PASSWORD {
 		return nil, fmt.Errorf("mysqlproto: unsupported auth plugin %q", cfg.AuthPlugin)
@@ -295,7 +296,11 @@ func (s *Server) reject(nc net.Conn, e *mysql.MyError) {
 	_ = nc.Close()
 }
 
-// NewWithPasswords builds a server that takes tenant passwords from pw.
-func NewWithPasswords(cfg Config, eng *sqlengine.Engine, pw Passwords, log *slog.Logger) (*Server, error) {
-	return newServer(cfg, eng, pw, log)
+// New builds the CometQL server: passwords come from the auth service
+// ("root" is tenant 0, a numeric user N is tenant N), statements go to eng.
+// The go-mysql server object, with its RSA key for caching_sha2_password,
+// is built once here. New makes the server eng's front end (SHOW
+// PROCESSLIST, connection counts).
+func New(cfg Config, eng *sqlengine.Engine, authSvc *auth.Service, log *slog.Logger) (*Server, error) {
+	return newServer(cfg, eng, authSvc, log)
 }

@@ -12,6 +12,7 @@ import (
 
 	"github.com/go-mysql-org/go-mysql/mysql"
 
+	"github.com/cometql/cometql/auth"
 	"github.com/cometql/cometql/pipes"
 	"github.com/cometql/cometql/store"
 )
@@ -509,5 +510,5 @@ func TestLikeMatch(t *testing.T) {
 }
 
 func newTestEngine(cfg Config, hub *pipes.Hub, st *store.Store) *Engine {
-	return newEngine(cfg, hub, storeTables{st}, nil)
+	return New(cfg, hub, auth.New(auth.Config{Password: "secret"}, st), nil)
 }

@@ -9,6 +9,7 @@ import (
 
 	"github.com/go-mysql-org/go-mysql/mysql"
 
+	"github.com/cometql/cometql/auth"
 	"github.com/cometql/cometql/pipes"
 )
 
@@ -197,6 +198,9 @@ func mapError(err error) *mysql.MyError {
 	case errors.Is(err, pipes.ErrInvalidPipe), errors.Is(err, pipes.ErrInvalidEvent),
 		errors.Is(err, pipes.ErrInvalidUser), errors.Is(err, pipes.ErrInvalidMessage),
 		errors.Is(err, pipes.ErrInvalidLength):
+		return NewError(ErrCodeInvalidValue, "Incorrect value: %v", err)
+	case errors.Is(err, auth.ErrInvalidHash), errors.Is(err, auth.ErrInvalidUser),
+		errors.Is(err, auth.ErrInvalidData), errors.Is(err, auth.ErrInvalidToken):
 		return NewError(ErrCodeInvalidValue, "Incorrect value: %v", err)
 	case errors.Is(err, pipes.ErrStore):
 		return NewError(ErrCodeStorage, "Storage error: %v", err)

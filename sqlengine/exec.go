@@ -219,7 +219,7 @@ func (s *Session) scan(ctx context.Context, t *tableDef, where expr, e *env) ([]
 		}
 		get := s.eng.auth.Hashes
 		if t.id == tUsersData {
-			get = s.eng.auth.UsersData
+			get = s.eng.auth.UserData
 		}
 		m, err := get(ctx, dev, ids)
 		if err != nil {

@@ -1,6 +1,10 @@
 package sqlengine
 
-import "strings"
+import (
+	"strings"
+
+	"github.com/cometql/cometql/auth"
+)
 
 // DatabaseName is the one database CometQL has.
 const DatabaseName = "CometQL_v1"
@@ -85,8 +89,8 @@ func null(c colDef) colDef {
 const (
 	maxPipeChars  = 64
 	maxEventChars = 64
-	maxHashChars  = 32
-	maxTokenBytes = 4096
+	maxHashChars  = auth.MaxHashLen
+	maxTokenBytes = auth.MaxTokenLen
 )
 
 var tables = []*tableDef{

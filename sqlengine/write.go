@@ -11,13 +11,13 @@ import (
 )
 
 // authBackend is what the users_auth, users_data and revoked_tokens tables
-// need from auth. New adapts the auth service to it.
+// need from auth (the auth service).
 type authBackend interface {
 	SetHash(ctx context.Context, dev, user int64, hash string) error
 	Hashes(ctx context.Context, dev int64, ids []int64) (map[int64]string, error)
 	DeleteHash(ctx context.Context, dev, user int64) (int64, error)
 	SetUserData(ctx context.Context, dev, user int64, data string) error
-	UsersData(ctx context.Context, dev int64, ids []int64) (map[int64]string, error)
+	UserData(ctx context.Context, dev int64, ids []int64) (map[int64]string, error)
 	DeleteUserData(ctx context.Context, dev, user int64) (int64, error)
 	Revoke(ctx context.Context, dev int64, token string) error
 	Unrevoke(ctx context.Context, dev int64, token string) (int64, error)
@@ -145,19 +145,6 @@ func (r *rowReader) userID(col string) (int64, error) {
 	return id, nil
 }
 
-func validHash(h string) bool {
-	if len(h) < 1 || len(h) > maxHashChars {
-		return false
-	}
-	for i := 0; i < len(h); i++ {
-		c := h[i]
-		if !(c >= '0' && c <= '9' || c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c == '=' || c == '+' || c == '/' || c == '_') {
-			return false
-		}
-	}
-	return true
-}
-
 // validate checks one row for its table and returns it typed.
 func (s *Session) validate(t *tableDef, r *rowReader) (insertRow, error) {
 	var out insertRow
@@ -213,7 +200,7 @@ func (s *Session) validate(t *tableDef, r *rowReader) (insertRow, error) {
 		if len(out.text) > maxHashChars {
 			return out, errTooLong("hash", r.row, maxHashChars)
 		}
-		if !validHash(out.text) {
+		if !auth.ValidHash(out.text) {
 			return out, errInvalid("hash", r.row, out.text, "hashes are 1..32 characters of [0-9A-Za-z=+/_]")
 		}
 	case tUsersData:

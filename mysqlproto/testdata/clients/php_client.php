@@ -60,6 +60,7 @@ foreach ($values as $i => $v) {
     $sel->execute();
     $row = $sel->get_result()->fetch_row();
     check('mysqli prepared select', $row, [$id, $v]);
+    check('mysqli stmt reset', $sel->reset(), true); // COM_STMT_RESET
 }
 // An error keeps its code and the connection.
 try {

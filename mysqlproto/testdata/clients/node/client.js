@@ -30,7 +30,8 @@ async function main() {
     const [ok] = await conn.query('INSERT INTO pipes_messages (name, event, message) VALUES (?, ?, ?)', ['node_pipe', 'esc', v]);
     check('affected', ok.affectedRows, 1);
     check('info', ok.info, 'Delivered: 0');
-    await conn.execute('INSERT INTO pipes_messages (name, event, message) VALUES (?, ?, ?)', ['node_pipe', 'exec', v]);
+    const [okx] = await conn.execute('INSERT INTO pipes_messages (name, event, message) VALUES (?, ?, ?)', ['node_pipe', 'exec', v]);
+    check('execute info', [okx.affectedRows, okx.info], [1, 'Delivered: 0']);
     await conn.query('INSERT INTO users_messages (id, event, message) VALUES (51, ' + conn.escape('esc') + ', ' + conn.escape(v) + ')');
     await conn.execute('INSERT INTO users_messages (id, event, message) VALUES (?, ?, ?)', [52, 'exec', v]);
     await conn.query('INSERT INTO users_data (id, data) VALUES (?, ?)', [5100 + i, v]);
