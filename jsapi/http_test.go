@@ -8,6 +8,7 @@ import (
 	"crypto/tls"
 	"errors"
 	"io"
+	"log/slog"
 	"net"
 	"net/http"
 	"net/http/httptest"
@@ -338,14 +339,13 @@ func (l *fdListener) Accept() (net.Conn, error) {
 }
 
 func TestAcceptBacksOffWithoutFDs(t *testing.T) {
-	ts := newTestServer(t, Config{}, pipes.Config{})
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer ln.Close()
 	fl := &fdListener{Listener: ln, fails: 6}
-	bl := &backoffListener{Listener: fl, srv: ts.srv}
+	bl := newBackoffListener(fl, slog.New(slog.NewTextHandler(io.Discard, nil)))
+	defer bl.Close()
 	go func() {
 		c, err := net.Dial("tcp", ln.Addr().String())
 		if err == nil {
@@ -361,5 +361,20 @@ func TestAcceptBacksOffWithoutFDs(t *testing.T) {
 	// 5+10+20+40+80+160 ms of backoff, no spinning.
 	if d := time.Since(start); d < 300*time.Millisecond || fl.calls != 7 {
 		t.Fatalf("accepted after %v and %d calls", d, fl.calls)
+	}
+
+	// Closing the listener ends a wait at once.
+	fl.fails = 100
+	done := make(chan error)
+	go func() { _, err := bl.Accept(); done <- err }()
+	time.Sleep(50 * time.Millisecond)
+	bl.Close()
+	select {
+	case err := <-done:
+		if !errors.Is(err, net.ErrClosed) {
+			t.Fatalf("accept after close: %v", err)
+		}
+	case <-time.After(time.Second):
+		t.Fatal("the backoff wait outlived Close")
 	}
 }

@@ -173,7 +173,7 @@ func (s *Server) Serve(ln net.Listener) error {
 	if s.closing.Load() {
 		return http.ErrServerClosed
 	}
-	return s.http.Serve(&backoffListener{Listener: ln, srv: s})
+	return s.http.Serve(newBackoffListener(ln, s.log))
 }
 
 // Shutdown stops accepting, closes every WebSocket with a TCP close (never
@@ -334,8 +334,14 @@ func (t *internTable) intern(v string) string {
 // HTTP server spin, and logs at most once a second.
 type backoffListener struct {
 	net.Listener
-	srv     *Server
-	lastLog atomic.Int64
+	log       *slog.Logger
+	closed    chan struct{}
+	closeOnce sync.Once
+	lastLog   time.Time // guarded by the single accepting goroutine
+}
+
+func newBackoffListener(ln net.Listener, log *slog.Logger) *backoffListener {
+	return &backoffListener{Listener: ln, log: log, closed: make(chan struct{})}
 }
 
 func (l *backoffListener) Accept() (net.Conn, error) {
@@ -345,19 +351,25 @@ func (l *backoffListener) Accept() (net.Conn, error) {
 		if err == nil || !isFDExhaustion(err) {
 			return c, err
 		}
-		now := l.srv.now()
-		if last := l.lastLog.Load(); now-last >= int64(time.Second) && l.lastLog.CompareAndSwap(last, now) {
-			l.srv.log.Error("out of file descriptors: accepting paused", "retry_in", delay, "err", err)
+		if time.Since(l.lastLog) >= time.Second {
+			l.lastLog = time.Now()
+			l.log.Error("out of file descriptors: accepting paused", "retry_in", delay, "err", err)
 		}
 		t := time.NewTimer(delay)
 		select {
 		case <-t.C:
-		case <-l.srv.stop:
+		case <-l.closed:
 			t.Stop()
 			return nil, net.ErrClosed
 		}
 		delay = min(2*delay, time.Second)
 	}
+}
+
+// Close closes the listener and ends a backoff wait.
+func (l *backoffListener) Close() error {
+	l.closeOnce.Do(func() { close(l.closed) })
+	return l.Listener.Close()
 }
 
 // isFDExhaustion reports whether an accept failed for lack of file

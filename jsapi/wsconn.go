@@ -312,7 +312,7 @@ func (c *wsConn) startReading() {
 	if c.rc != nil {
 		p := c.srv.pollers[int(c.slot)%len(c.srv.pollers)]
 		err := p.add(c)
-		if err == nil {
+		if err == nil || c.isClosed() {
 			return
 		}
 		c.srv.log.Warn("epoll registration failed: reading with a goroutine", "err", err)
