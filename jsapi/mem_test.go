@@ -225,7 +225,10 @@ func BenchmarkIdleConnMemory(b *testing.B) {
 	if raceEnabled {
 		b.Skip("memory figures mean nothing under the race detector")
 	}
-	const n = 2000
+	n := 2000 // JSAPI_MEM_CONNS overrides; mind the limit on open files
+	if v, err := strconv.Atoi(os.Getenv("JSAPI_MEM_CONNS")); err == nil && v > 0 {
+		n = v
+	}
 	ts := newTestServer(b, Config{MaxConnsPerIP: 1 << 20}, pipes.Config{})
 	startClients(b, ts.addr, 50, "warm").stop() // warm pools, maps, the table
 	for ts.hub.SessionCount() != 0 {
@@ -252,11 +255,11 @@ func BenchmarkIdleConnMemory(b *testing.B) {
 		f.Close()
 	}
 	g := runtime.NumGoroutine()
-	b.ReportMetric(float64(rt1-rt0)/n, "runtime-B/conn")
-	b.ReportMetric(float64(int64(rss1)-int64(rss0))/n, "rss-B/conn")
+	b.ReportMetric(float64(rt1-rt0)/float64(n), "runtime-B/conn")
+	b.ReportMetric(float64(int64(rss1)-int64(rss0))/float64(n), "rss-B/conn")
 	b.ReportMetric(float64(g), "goroutines")
 	b.Logf("%d idle connections: runtime %+d B (%.0f B/conn), RSS %+d B (%.0f B/conn), %d goroutines in the process",
-		n, int64(rt1-rt0), float64(rt1-rt0)/n, int64(rss1)-int64(rss0), float64(int64(rss1)-int64(rss0))/n, g)
+		n, int64(rt1-rt0), float64(rt1-rt0)/float64(n), int64(rss1)-int64(rss0), float64(int64(rss1)-int64(rss0))/float64(n), g)
 }
 
 // BenchmarkFanout measures deliveries per second: one pipe with 5,000
