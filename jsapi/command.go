@@ -27,7 +27,7 @@ const (
 // set.
 type command struct {
 	kind   cmdKind
-	pipes  []string // subscription: the complete list, as sent
+	names  []string // subscription: the complete list of pipes, as sent
 	pipe   string
 	event  string
 	marker string
@@ -64,7 +64,7 @@ func decodeCommand(text string) (command, *cmdError) {
 				list[i] = strings.TrimSuffix(s, "\r")
 			}
 		}
-		return command{kind: cmdSubscription, pipes: list}, nil
+		return command{kind: cmdSubscription, names: list}, nil
 
 	case "web_pipe2":
 		parts := strings.SplitN(rest, "\n", 4)
@@ -157,7 +157,7 @@ func runCommand(ctx context.Context, s *pipes.Session, text string) {
 	var err error
 	switch c.kind {
 	case cmdSubscription:
-		for _, e := range s.Subscribe(ctx, c.pipes) {
+		for _, e := range s.Subscribe(ctx, c.names) {
 			s.ReportError(e)
 		}
 	case cmdWebPipe:

@@ -12,9 +12,9 @@ func TestDecodeCommand(t *testing.T) {
 		want command
 		code string
 	}{
-		{in: "subscription\nweb_a\ntrack_b\n", want: command{kind: cmdSubscription, pipes: []string{"web_a", "track_b", ""}}},
+		{in: "subscription\nweb_a\ntrack_b\n", want: command{kind: cmdSubscription, names: []string{"web_a", "track_b", ""}}},
 		{in: "subscription", want: command{kind: cmdSubscription}},
-		{in: "subscription\r\nweb_a\r\n", want: command{kind: cmdSubscription, pipes: []string{"web_a", ""}}},
+		{in: "subscription\r\nweb_a\r\n", want: command{kind: cmdSubscription, names: []string{"web_a", ""}}},
 		{in: "web_pipe2\nweb_chat\nmsg\n*\n{\"text\":\"a\nb\"}\n", want: command{kind: cmdWebPipe, pipe: "web_chat", event: "msg", data: "{\"text\":\"a\nb\"}\n"}},
 		{in: "web_pipe2\n@web_chat\nev\n*\n", want: command{kind: cmdWebPipe, pipe: "@web_chat", event: "ev", data: ""}},
 		{in: "web_pipe2\nweb_chat\nev\n*", code: "bad_command"},

@@ -2,7 +2,6 @@ package jsapi
 
 import (
 	"fmt"
-	"strconv"
 	"sync"
 	"time"
 
@@ -86,13 +85,6 @@ func (t *connTable) closeAll() []*wsConn {
 	return out
 }
 
-// len is the number of open connections.
-func (t *connTable) len() int {
-	t.mu.RLock()
-	defer t.mu.RUnlock()
-	return len(t.slots) - len(t.free)
-}
-
 // sweepConns pings the connections whose ping is due and closes those past
 // a deadline: nothing read for PongTimeout, or a message left incomplete
 // for HandshakeTimeout. The table is scanned in chunks so that accepts
@@ -149,5 +141,3 @@ func (s *Server) command(sess *pipes.Session, lim *rate.Limiter, text string) {
 	}
 	runCommand(s.ctx, sess, text)
 }
-
-func itoa(n int) string { return strconv.Itoa(n) }

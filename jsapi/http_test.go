@@ -123,7 +123,7 @@ func TestPlainEndpoints(t *testing.T) {
 
 func TestClientScript(t *testing.T) {
 	ts := newTestServer(t, Config{}, pipes.Config{})
-	want, err := staticFS.ReadFile(clientFile)
+	want, err := staticFS.ReadFile("static/CometServerApi.js")
 	if err != nil {
 		t.Fatal(err)
 	}

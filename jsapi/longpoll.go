@@ -6,6 +6,7 @@ import (
 	"encoding/base64"
 	"io"
 	"net/http"
+	"net/url"
 	"strconv"
 	"sync"
 	"time"
@@ -195,12 +196,6 @@ func (r *lpRegistry) remove(l *lpSession) {
 	r.mu.Unlock()
 }
 
-func (r *lpRegistry) len() int {
-	r.mu.RLock()
-	defer r.mu.RUnlock()
-	return len(r.m)
-}
-
 // closeAll refuses new sessions and ends the open ones.
 func (r *lpRegistry) closeAll() {
 	r.mu.Lock()
@@ -268,7 +263,7 @@ func (s *Server) serveLP(w http.ResponseWriter, r *http.Request, op string) {
 		}
 	case "send":
 		if get || post {
-			s.withSession(w, r, q.Get("sid"), cb, func(l *lpSession) { s.lpSend(w, r, l, cb) })
+			s.withSession(w, r, q.Get("sid"), cb, func(l *lpSession) { s.lpSend(w, r, l, q, cb) })
 			return
 		}
 	case "close":
@@ -445,7 +440,7 @@ wait:
 }
 
 // lpSend runs one command: the POST body, or the cmd parameter of a GET.
-func (s *Server) lpSend(w http.ResponseWriter, r *http.Request, l *lpSession, cb string) {
+func (s *Server) lpSend(w http.ResponseWriter, r *http.Request, l *lpSession, q url.Values, cb string) {
 	var text string
 	if r.Method == http.MethodPost {
 		body, err := io.ReadAll(io.LimitReader(r.Body, int64(s.cfg.MaxFrameBytes)+1))
@@ -454,19 +449,19 @@ func (s *Server) lpSend(w http.ResponseWriter, r *http.Request, l *lpSession, cb
 			return
 		}
 		if len(body) > s.cfg.MaxFrameBytes {
-			s.lpError(w, r, http.StatusRequestEntityTooLarge, "command over the limit of "+itoa(s.cfg.MaxFrameBytes)+" bytes", cb)
+			s.lpError(w, r, http.StatusRequestEntityTooLarge, "command over the limit of "+strconv.Itoa(s.cfg.MaxFrameBytes)+" bytes", cb)
 			return
 		}
 		text = string(body)
 	} else {
-		v, ok := r.URL.Query()["cmd"]
+		v, ok := q["cmd"]
 		if !ok || len(v) == 0 {
 			s.lpError(w, r, http.StatusBadRequest, "cmd parameter missing", cb)
 			return
 		}
 		text = v[0]
 		if len(text) > s.cfg.MaxFrameBytes {
-			s.lpError(w, r, http.StatusRequestEntityTooLarge, "command over the limit of "+itoa(s.cfg.MaxFrameBytes)+" bytes", cb)
+			s.lpError(w, r, http.StatusRequestEntityTooLarge, "command over the limit of "+strconv.Itoa(s.cfg.MaxFrameBytes)+" bytes", cb)
 			return
 		}
 	}
@@ -499,13 +494,13 @@ func (s *Server) lpReply(w http.ResponseWriter, r *http.Request, status int, bod
 		out = append(out, '(')
 		out = append(out, body...)
 		out = append(out, ')', ';')
-		h.Set("Content-Length", itoa(len(out)))
+		h.Set("Content-Length", strconv.Itoa(len(out)))
 		w.WriteHeader(http.StatusOK)
 		w.Write(out)
 		return
 	}
 	h.Set("Content-Type", "application/json; charset=utf-8")
-	h.Set("Content-Length", itoa(len(body)))
+	h.Set("Content-Length", strconv.Itoa(len(body)))
 	w.WriteHeader(status)
 	if r.Method != http.MethodHead {
 		w.Write(body)
@@ -514,7 +509,7 @@ func (s *Server) lpReply(w http.ResponseWriter, r *http.Request, status int, bod
 
 // lpError writes {"error":"<text>","code":<status>}.
 func (s *Server) lpError(w http.ResponseWriter, r *http.Request, status int, text, cb string) {
-	s.lpReply(w, r, status, []byte(`{"error":`+jsonString(text)+`,"code":`+itoa(status)+`}`), cb)
+	s.lpReply(w, r, status, []byte(`{"error":`+jsonString(text)+`,"code":`+strconv.Itoa(status)+`}`), cb)
 }
 
 // validCallback reports whether name is a JSONP callback:

@@ -14,7 +14,6 @@ const (
 	dropReadTimeout   = "read_timeout"   // a started frame was not finished in time
 	dropProtocol      = "protocol_error" // an RFC 6455 violation
 	dropTooLarge      = "too_large"      // a message over MaxFrameBytes
-	dropWriteError    = "write_error"    // the socket failed while writing
 	dropIdle          = "idle"           // a long-poll session not polled for LongPollIdle
 	dropPerIP         = "per_ip_limit"   // refused: MaxConnsPerIP
 	dropLongPollLimit = "lp_limit"       // refused: MaxLongPollSessions

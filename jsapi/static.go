@@ -17,8 +17,6 @@ import (
 //go:embed static
 var staticFS embed.FS
 
-const clientFile = "static/CometServerApi.js"
-
 // clientAssets are the scripts served at the root: the client (required)
 // and its minified copy (when built).
 type clientAssets map[string]*asset

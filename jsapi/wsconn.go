@@ -4,6 +4,7 @@ import (
 	"errors"
 	"net"
 	"runtime"
+	"strconv"
 	"sync"
 	"sync/atomic"
 	"syscall"
@@ -423,7 +424,7 @@ func (c *wsConn) consume(buf []byte) ([]byte, bool) {
 func (c *wsConn) protocolError(err error) {
 	if errors.Is(err, errTooLarge) {
 		if s := c.session(); s != nil {
-			s.SendError("message_too_large", "message over the limit of "+itoa(c.srv.cfg.MaxFrameBytes)+" bytes; closing the connection")
+			s.SendError("message_too_large", "message over the limit of "+strconv.Itoa(c.srv.cfg.MaxFrameBytes)+" bytes; closing the connection")
 		}
 		c.srv.metrics.drop(dropTooLarge)
 		c.closeAfterFlushing()
