@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/go-mysql-org/go-mysql/mysql"
+	"github.com/go-mysql-org/go-mysql/packet"
 	"github.com/go-mysql-org/go-mysql/server"
 	"github.com/go-mysql-org/go-mysql/stmt"
 
@@ -84,6 +85,11 @@ func (s *Server) serveConn(nc net.Conn) {
 	c.c = mc
 	if g.phase == phaseHandshake {
 		g.phase = phaseCommand
+		// go-mysql reads through a 64 KiB buffer per connection; the guard
+		// already reads the socket through a pooled buffer, so the command
+		// phase reads it unbuffered (clients send nothing before the
+		// handshake's OK, so the buffer holds nothing now).
+		mc.Conn = packet.NewTLSConn(g)
 	}
 	mc.SetStatus(mysql.SERVER_STATUS_AUTOCOMMIT)
 	c.multi = mc.HasCapability(mysql.CLIENT_MULTI_STATEMENTS)

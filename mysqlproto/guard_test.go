@@ -38,7 +38,7 @@ func (c *chunkConn) SetDeadline(time.Time) error      { return nil }
 func (c *chunkConn) SetReadDeadline(time.Time) error  { return nil }
 func (c *chunkConn) SetWriteDeadline(time.Time) error { return nil }
 
-func packet(seq byte, payload []byte) []byte {
+func mkPacket(seq byte, payload []byte) []byte {
 	n := len(payload)
 	return append([]byte{byte(n), byte(n >> 8), byte(n >> 16), seq}, payload...)
 }
@@ -63,7 +63,7 @@ func readAll(t *testing.T, g *guardConn, rnd *rand.Rand) []byte {
 func TestGuardPassesPacketsIntact(t *testing.T) {
 	var stream []byte
 	for i := range 50 {
-		stream = append(stream, packet(0, bytes.Repeat([]byte{byte('a' + i%26)}, i*7))...)
+		stream = append(stream, mkPacket(0, bytes.Repeat([]byte{byte('a' + i%26)}, i*7))...)
 	}
 	for seed := range uint64(20) {
 		rnd := rand.New(rand.NewPCG(seed, 1))
@@ -77,10 +77,10 @@ func TestGuardPassesPacketsIntact(t *testing.T) {
 }
 
 func TestGuardDropsLargePackets(t *testing.T) {
-	small := packet(0, []byte("\x03SELECT 1"))
-	big := packet(0, append([]byte{mysql.COM_QUERY}, bytes.Repeat([]byte("x"), 5000)...))
+	small := mkPacket(0, []byte("\x03SELECT 1"))
+	big := mkPacket(0, append([]byte{mysql.COM_QUERY}, bytes.Repeat([]byte("x"), 5000)...))
 	// A logical packet of two protocol packets (the first of maximum size).
-	huge := append(packet(0, bytes.Repeat([]byte("y"), maxPayload)), packet(1, []byte("tail"))...)
+	huge := append(mkPacket(0, bytes.Repeat([]byte("y"), maxPayload)), mkPacket(1, []byte("tail"))...)
 	stream := append(append(append(append([]byte{}, small...), big...), small...), huge...)
 	stream = append(stream, small...)
 	synthetic := []byte{1, 0, 0, 0, cmdTooLarge}
@@ -177,7 +177,7 @@ func TestPluginFromHandshake(t *testing.T) {
 	}
 	// Through the guard, in chunks.
 	resp := handshakeResponse(base, "root", scramble, "", "caching_sha2_password")
-	c := &chunkConn{data: packet(1, resp), rnd: rand.New(rand.NewPCG(3, 3)), max: 5}
+	c := &chunkConn{data: mkPacket(1, resp), rnd: rand.New(rand.NewPCG(3, 3)), max: 5}
 	g := newGuardConn(c, 1000, 0)
 	readAll(t, g, rand.New(rand.NewPCG(4, 4)))
 	if g.plugin != "caching_sha2_password" {
@@ -186,7 +186,7 @@ func TestPluginFromHandshake(t *testing.T) {
 }
 
 func TestGuardSSLRequestPassesThrough(t *testing.T) {
-	ssl := packet(1, make([]byte, 32))
+	ssl := mkPacket(1, make([]byte, 32))
 	tlsBytes := bytes.Repeat([]byte{0x16, 3, 1, 0xff, 0xff, 0xff, 0}, 100) // not MySQL framing
 	stream := append(append([]byte{}, ssl...), tlsBytes...)
 	c := &chunkConn{data: stream, rnd: rand.New(rand.NewPCG(5, 5)), max: 40}
@@ -200,7 +200,7 @@ func TestGuardSSLRequestPassesThrough(t *testing.T) {
 }
 
 func TestGuardRefusesHugeHandshake(t *testing.T) {
-	c := &chunkConn{data: packet(1, make([]byte, handshakeLimit+1)), rnd: rand.New(rand.NewPCG(7, 7)), max: 1000}
+	c := &chunkConn{data: mkPacket(1, make([]byte, handshakeLimit+1)), rnd: rand.New(rand.NewPCG(7, 7)), max: 1000}
 	g := newGuardConn(c, 1000, 0)
 	if _, err := g.Read(make([]byte, 100)); err != errHandshakeTooLarge {
 		t.Fatalf("err %v", err)

@@ -182,14 +182,13 @@ func (s *Server) Serve(ln net.Listener) error {
 			if s.closing.Load() {
 				return ErrServerClosed
 			}
-			var ne net.Error
-			if errors.As(err, &ne) && ne.Timeout() || errors.Is(err, errTemporary(err)) {
-				delay = min(max(2*delay, 5*time.Millisecond), time.Second)
-				s.log.Warn("CometQL accept error; retrying", "err", err, "delay", delay)
-				time.Sleep(delay)
-				continue
+			if !temporary(err) {
+				return err
 			}
-			return err
+			delay = min(max(2*delay, 5*time.Millisecond), time.Second)
+			s.log.Warn("CometQL accept error; retrying", "err", err, "delay", delay)
+			time.Sleep(delay)
+			continue
 		}
 		delay = 0
 		s.wg.Add(1)
@@ -197,17 +196,15 @@ func (s *Server) Serve(ln net.Listener) error {
 	}
 }
 
-// errTemporary returns err when it is a temporary accept error (EMFILE and
-// the like), else a sentinel that matches nothing.
-func errTemporary(err error) error {
-	var t interface{ Temporary() bool }
-	if errors.As(err, &t) && t.Temporary() {
-		return err
+// temporary reports whether an accept error is worth retrying (EMFILE,
+// ECONNABORTED and the like).
+func temporary(err error) bool {
+	if errors.Is(err, net.ErrClosed) {
+		return false
 	}
-	return errNever
+	var t interface{ Temporary() bool }
+	return errors.As(err, &t) && t.Temporary()
 }
-
-var errNever = errors.New("never")
 
 // Shutdown stops accepting, lets running statements finish, closes idle
 // connections and waits for every connection to end. When ctx ends first the

@@ -72,3 +72,18 @@ func BenchmarkSelectHistory(b *testing.B) {
 		}
 	}
 }
+
+// BenchmarkInsertPublishParser is the hot statement through the TiDB parser
+// (what the fast path saves).
+func BenchmarkInsertPublishParser(b *testing.B) {
+	te := newTestEnv(b)
+	s := te.session(0)
+	ctx := context.Background()
+	q := hotInsert + " /* no fast path */"
+	b.ReportAllocs()
+	for b.Loop() {
+		if _, err := s.Execute(ctx, q); err != nil {
+			b.Fatal(err)
+		}
+	}
+}

@@ -182,6 +182,9 @@ func syntaxDetail(err error) string {
 // with 1064 (clients enable multi-statements explicitly: ExecuteMulti).
 // Every error is a *mysql.MyError.
 func (s *Session) Execute(ctx context.Context, query string) (*Result, error) {
+	if st, ok := fastInsert(query); ok {
+		return s.exec(ctx, st, nil)
+	}
 	stmts, err := s.parse(query)
 	if err != nil {
 		s.eng.errors.Add(1)
@@ -199,6 +202,13 @@ func (s *Session) Execute(ctx context.Context, query string) (*Result, error) {
 // error (a *mysql.MyError), as the MySQL multi-statement protocol reports
 // them.
 func (s *Session) ExecuteMulti(ctx context.Context, query string) ([]*Result, error) {
+	if st, ok := fastInsert(query); ok {
+		r, err := s.exec(ctx, st, nil)
+		if err != nil {
+			return nil, err
+		}
+		return []*Result{r}, nil
+	}
 	stmts, err := s.parse(query)
 	if err != nil {
 		s.eng.errors.Add(1)

@@ -50,6 +50,8 @@ var fuzzSeeds = []string{
 	"SHOW PROCESSLIST",
 	"SHOW CREATE TABLE users_data",
 	"",
+	"INSERT INTO pipes_messages (name, event, message) VALUES ('p1', 'e', 'it''s \\ \\n \"q\"')",
+	"insert into `pipes_messages`(message, `name`) value (\"a\"\"b\", 'web_x');",
 }
 
 // FuzzExecute feeds arbitrary text to the parser, the translator and the
@@ -91,6 +93,8 @@ func FuzzExecute(f *testing.F) {
 				t.Fatalf("%q: the parser panicked", q)
 			}
 		}()
+		// The hot-statement fast path agrees with the parser.
+		checkFastPath(t, q)
 		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 		defer cancel()
 		_, err := s.Execute(ctx, q)
