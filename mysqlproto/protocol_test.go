@@ -237,3 +237,23 @@ func TestShutdownWaitsForStatements(t *testing.T) {
 		t.Error("idle connection still open after shutdown")
 	}
 }
+
+func TestHandshakeTimeout(t *testing.T) {
+	ts := startServer(t, mysqlproto.Config{HandshakeTimeout: 200 * time.Millisecond})
+	nc, err := net.DialTimeout("tcp", ts.addr, time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer nc.Close()
+	_ = nc.SetReadDeadline(time.Now().Add(5 * time.Second))
+	// The greeting, then nothing from us: the server hangs up.
+	if _, err := io.ReadAll(nc); err != nil {
+		t.Fatalf("server did not close the silent connection: %v", err)
+	}
+	for deadline := time.Now().Add(5 * time.Second); ts.srv.ConnectionCount() != 0; {
+		if time.Now().After(deadline) {
+			t.Fatalf("%d connections", ts.srv.ConnectionCount())
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+}

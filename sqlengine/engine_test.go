@@ -512,3 +512,52 @@ func TestLikeMatch(t *testing.T) {
 func newTestEngine(cfg Config, hub *pipes.Hub, st *store.Store) *Engine {
 	return New(cfg, hub, auth.New(auth.Config{Password: "secret"}, st), nil)
 }
+
+func TestKicksAndPrivateDelivery(t *testing.T) {
+	te := newTestEnv(t)
+	ctx := context.Background()
+	s := te.session(0)
+	byHash, byToken, other := &sink{}, &sink{}, &sink{}
+	for _, c := range []struct {
+		info pipes.SessionInfo
+		k    *sink
+	}{
+		{pipes.SessionInfo{UserID: 10, Key: "h10"}, byHash},
+		{pipes.SessionInfo{UserID: 11, Token: "tok.en.11"}, byToken},
+		{pipes.SessionInfo{UserID: 12, Key: "h12"}, other},
+	} {
+		bs, err := te.hub.Open(ctx, c.info, c.k)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer bs.Close()
+	}
+	// A private message to a connected user is delivered, not queued.
+	r := run(t, s, "INSERT INTO users_messages (id, event, message) VALUES (10, 'ev', 'hi 10'), (12, '', 'hi 12')")
+	if r.Info != "Delivered: 2" {
+		t.Errorf("private info %q", r.Info)
+	}
+	if frames, _ := byHash.snapshot(); !strings.Contains(strings.Join(frames, "\n"), `"data":"hi 10"`) {
+		t.Errorf("user 10 frames %v", frames)
+	}
+	if got := rowsText(run(t, s, "SELECT COUNT(*) FROM users_messages")); got != "0" {
+		t.Errorf("queued %s", got)
+	}
+	if got := rowsText(run(t, s, "SELECT * FROM users_time WHERE id IN (10, 13)")); got != "10,0;13,-1" {
+		t.Errorf("users_time %q", got)
+	}
+	// DELETE FROM users_auth disconnects the user; revoking a token
+	// disconnects the connections it authorized.
+	run(t, s, "INSERT INTO users_auth (id, hash) VALUES (10, 'h10')")
+	run(t, s, "DELETE FROM users_auth WHERE id = 10")
+	run(t, s, "INSERT INTO revoked_tokens (token) VALUES ('tok.en.11')")
+	if _, closed := byHash.snapshot(); !closed {
+		t.Error("user 10 not disconnected")
+	}
+	if _, closed := byToken.snapshot(); !closed {
+		t.Error("token connection not disconnected")
+	}
+	if _, closed := other.snapshot(); closed {
+		t.Error("user 12 disconnected")
+	}
+}
