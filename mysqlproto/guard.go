@@ -416,6 +416,19 @@ func (g *guardConn) flush() error {
 	return err
 }
 
+// RemoteAddr is the peer's address; its String is the host alone, as MySQL
+// names clients in messages ('root'@'127.0.0.1').
+func (g *guardConn) RemoteAddr() net.Addr { return hostAddr{g.Conn.RemoteAddr()} }
+
+type hostAddr struct{ net.Addr }
+
+func (a hostAddr) String() string {
+	if a.Addr == nil {
+		return ""
+	}
+	return hostOf(a.Addr)
+}
+
 // Close flushes what is buffered and closes the socket.
 func (g *guardConn) Close() error {
 	_ = g.flush()

@@ -244,6 +244,17 @@ func (s *Server) Shutdown(ctx context.Context) error {
 	}
 }
 
+// Limits reports the limits the front end enforces, which the engine shows
+// as @@max_allowed_packet, @@wait_timeout, @@max_connections and @@have_ssl.
+func (s *Server) Limits() sqlengine.Limits {
+	return sqlengine.Limits{
+		MaxAllowedPacket: int64(s.cfg.MaxQueryBytes),
+		IdleTimeout:      s.cfg.IdleTimeout,
+		MaxConnections:   s.cfg.MaxConnections,
+		TLS:              s.cfg.TLS != nil,
+	}
+}
+
 // ConnectionCount implements sqlengine.Frontend: open CometQL connections.
 func (s *Server) ConnectionCount() int { return int(s.open.Load()) }
 

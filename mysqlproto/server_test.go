@@ -308,8 +308,15 @@ func sqlQuote(s string) string {
 }
 
 func TestRoundTrip(t *testing.T) {
+	// Server-side prepared statements, and the driver's own escaping.
+	for _, mode := range []string{"", "interpolateParams=true"} {
+		t.Run("params="+mode, func(t *testing.T) { roundTrip(t, mode) })
+	}
+}
+
+func roundTrip(t *testing.T, mode string) {
 	ts := startServer(t, mysqlproto.Config{})
-	c := ts.conn(t, "root", rootPassword, "")
+	c := ts.conn(t, "root", rootPassword, mode)
 	mustExec(t, c, "INSERT INTO pipes_settings (name, length) VALUES ('log_pipe', 100)")
 	check := func(label, q string, args []any, want []string) {
 		t.Helper()
@@ -452,7 +459,11 @@ func TestAuthentication(t *testing.T) {
 		db := ts.open(t, u.user, u.pw, "")
 		err := db.PingContext(ctx)
 		me := myErr(t, err, 1045, "28000")
-		if !strings.Contains(me.Message, "Access denied for user '"+u.user+"'") {
+		using := "YES"
+		if u.pw == "" {
+			using = "NO"
+		}
+		if me.Message != "Access denied for user '"+u.user+"'@'127.0.0.1' (using password: "+using+")" {
 			t.Errorf("message %q", me.Message)
 		}
 	}

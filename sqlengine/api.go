@@ -5,6 +5,8 @@
 // errors (*mysql.MyError from go-mysql).
 package sqlengine
 
+import "time"
+
 // ColumnType is the MySQL type a result column is announced with.
 type ColumnType uint8
 
@@ -66,4 +68,14 @@ type Frontend interface {
 	// ConnectionCount is the number of open CometQL connections (all
 	// tenants).
 	ConnectionCount() int
+}
+
+// Limits are what a front end enforces and the engine reports as system
+// variables. A Frontend that also has a method Limits() Limits overrides
+// the corresponding Config fields.
+type Limits struct {
+	MaxAllowedPacket int64         // @@max_allowed_packet
+	IdleTimeout      time.Duration // @@wait_timeout, @@interactive_timeout
+	MaxConnections   int           // @@max_connections
+	TLS              bool          // @@have_ssl
 }

@@ -335,6 +335,10 @@ func (s *Session) sysVar(name string) any {
 		name = strings.TrimPrefix(name, p)
 	}
 	cfg := s.eng.cfg
+	if l, ok := s.eng.fe.(interface{ Limits() Limits }); ok {
+		lim := l.Limits()
+		cfg.MaxAllowedPacket, cfg.IdleTimeout, cfg.MaxConnections, cfg.TLS = lim.MaxAllowedPacket, lim.IdleTimeout, lim.MaxConnections, lim.TLS
+	}
 	switch name {
 	case "interactive_timeout", "wait_timeout":
 		return int64(cfg.IdleTimeout / time.Second)
