@@ -103,15 +103,15 @@ func New(cfg Config, log *slog.Logger) (*App, error) {
 	a.reg = prometheus.NewRegistry()
 	a.reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 
-	a.sql = sqlengine.NewWithAuthStore(sqlengine.Config{
+	a.sql = sqlengine.New(sqlengine.Config{
 		MaxMessageBytes:  cfg.MaxMessageBytes,
 		MaxAllowedPacket: int64(cfg.MaxQueryBytes),
 		IdleTimeout:      cfg.QLIdleTimeout,
 		MaxConnections:   cfg.QLMaxConnections,
 		NodeName:         cfg.NodeName,
 		TLS:              tlsCfg != nil,
-	}, a.hub, st, nil)
-	a.ql, err = mysqlproto.NewWithPasswords(mysqlproto.Config{
+	}, a.hub, a.auth, nil)
+	a.ql, err = mysqlproto.New(mysqlproto.Config{
 		TLS:            tlsCfg,
 		MaxConnections: cfg.QLMaxConnections,
 		IdleTimeout:    cfg.QLIdleTimeout,
