@@ -99,17 +99,19 @@ func (s *Server) serveConn(nc net.Conn) {
 	}
 
 	for !mc.Closed() && !c.closeNow {
+		// The idle deadline is set before going idle, so that a shutdown's
+		// closeIfIdle (which moves the deadline to the past) always wins.
+		_ = nc.SetReadDeadline(time.Now().Add(s.cfg.IdleTimeout))
 		if !g.setIdle() {
 			break // shutting down
 		}
-		_ = nc.SetReadDeadline(time.Now().Add(s.cfg.IdleTimeout))
 		err := mc.HandleCommand()
 		c.setQuery("")
 		if ferr := g.flush(); err == nil {
 			err = ferr
 		}
 		if err != nil {
-			if errors.Is(g.readErr, os.ErrDeadlineExceeded) && !g.closingNow() {
+			if errors.Is(g.readErr, os.ErrDeadlineExceeded) && !g.closingNow() && g.phase != phasePassthrough {
 				s.timeout(nc)
 			}
 			return
@@ -117,7 +119,8 @@ func (s *Server) serveConn(nc net.Conn) {
 	}
 }
 
-// timeout tells an idle client why it is disconnected, as MySQL 8 does.
+// timeout tells an idle client why it is disconnected, as MySQL 8 does (not
+// over TLS: the packet would have to go through the TLS session).
 func (s *Server) timeout(nc net.Conn) {
 	e := &mysql.MyError{Code: 4031, State: "HY000", Message: "The client was disconnected by the server because of inactivity. See wait_timeout and interactive_timeout for configuring this behavior."}
 	_ = nc.SetWriteDeadline(time.Now().Add(time.Second))

@@ -187,9 +187,10 @@ func textRow(b []byte, cols []sqlengine.Column, row []any) []byte {
 		case v == nil:
 			b = append(b, 0xfb)
 		case isInt(cols[i].Type):
-			n := intValue(v)
-			b = appendLenEncInt(b, uint64(len(strconv.AppendInt(nil, n, 10))))
-			b = strconv.AppendInt(b, n, 10)
+			var num [20]byte
+			d := strconv.AppendInt(num[:0], intValue(v), 10)
+			b = appendLenEncInt(b, uint64(len(d)))
+			b = append(b, d...)
 		default:
 			b = appendLenEncString(b, textValue(v))
 		}
@@ -222,8 +223,8 @@ func binaryRow(b []byte, cols []sqlengine.Column, row []any) []byte {
 	return b
 }
 
-// fields converts columns for go-mysql's COM_FIELD_LIST and prepare
-// answers.
+// fieldData encodes a column definition for go-mysql's COM_FIELD_LIST and
+// prepare answers.
 func fieldData(c sqlengine.Column, cs uint16) []byte {
 	return columnDef(nil, c, cs)
 }

@@ -6,6 +6,7 @@
 package mysqlproto
 
 import (
+	"cmp"
 	"context"
 	"crypto/rand"
 	"crypto/rsa"
@@ -14,6 +15,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -281,20 +283,12 @@ func (s *Server) Processes(dev int64) []sqlengine.Process {
 		}
 		c.mu.Unlock()
 	}
-	sortProcesses(out)
+	slices.SortFunc(out, func(a, b sqlengine.Process) int { return cmp.Compare(a.ID, b.ID) })
 	return out
 }
 
-func sortProcesses(p []sqlengine.Process) {
-	for i := 1; i < len(p); i++ {
-		for j := i; j > 0 && p[j].ID < p[j-1].ID; j-- {
-			p[j], p[j-1] = p[j-1], p[j]
-		}
-	}
-}
-
-// tooManyConnections answers a connection over the limit: an error packet
-// in place of the greeting, then close.
+// reject answers a connection that cannot be served (over the limit,
+// shutting down): an error packet in place of the greeting, then close.
 func (s *Server) reject(nc net.Conn, e *mysql.MyError) {
 	_ = nc.SetWriteDeadline(time.Now().Add(time.Second))
 	b := errPacket([]byte{0, 0, 0, 0}, e)
