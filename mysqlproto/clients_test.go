@@ -29,7 +29,8 @@ func runClient(t *testing.T, ts *testServer, dir string, name string, args ...st
 	cmd := exec.CommandContext(ctx, name, args...)
 	cmd.Dir = dir
 	cmd.Env = append(os.Environ(), "COMETQL_HOST="+host, "COMETQL_PORT="+port, "COMETQL_USER=root",
-		"COMETQL_PASSWORD="+rootPassword, "COMETQL_VALUES="+string(values))
+		"COMETQL_PASSWORD="+rootPassword, "COMETQL_VALUES="+string(values),
+		"COMETQL_TENANT_USER=3", "COMETQL_TENANT_PASSWORD="+tenantPassword)
 	var stdout, stderr bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &stdout, &stderr
 	if err := cmd.Run(); err != nil {

@@ -1,6 +1,7 @@
 package mysqlproto
 
 import (
+	"bytes"
 	"context"
 	"crypto/rand"
 	"encoding/hex"
@@ -369,8 +370,8 @@ const (
 )
 
 // HandleOtherCommand implements server.Handler: COM_SET_OPTION (multi
-// statements on/off), COM_RESET_CONNECTION, and the stand-in of a dropped
-// oversized packet.
+// statements on/off), COM_CHANGE_USER, COM_RESET_CONNECTION, and the
+// stand-in of a dropped oversized packet.
 func (c *conn) HandleOtherCommand(cmd byte, data []byte) error {
 	switch cmd {
 	case cmdTooLarge:
@@ -392,6 +393,8 @@ func (c *conn) HandleOtherCommand(cmd byte, data []byte) error {
 			}
 		}
 		return sqlengine.NewError(sqlengine.ErrCodeUnknownError, "Unknown COM_SET_OPTION option")
+	case mysql.COM_CHANGE_USER:
+		return c.changeUser(data)
 	case comResetConnection:
 		db := c.sess.DB()
 		c.sess = c.srv.eng.NewSession(c.sess.Dev(), c.c.GetUser(), c.c.ConnectionID())
@@ -402,6 +405,79 @@ func (c *conn) HandleOtherCommand(cmd byte, data []byte) error {
 		return nil
 	}
 	return sqlengine.NewError(1047, "Unknown command %d", cmd)
+}
+
+// changeUser answers COM_CHANGE_USER (PHP's persistent connections send it
+// when they reuse a connection): the client is switched to
+// mysql_native_password with a fresh scramble and authenticated again; on
+// success the connection starts a new session (user variables and prepared
+// statements are gone), on failure it gets 1045 and is closed.
+func (c *conn) changeUser(data []byte) error {
+	malformed := sqlengine.NewError(sqlengine.ErrCodeUnknownError, "Malformed COM_CHANGE_USER packet")
+	i := bytes.IndexByte(data, 0)
+	if i < 0 {
+		return malformed
+	}
+	user, pos := string(data[:i]), i+1
+	if pos >= len(data) {
+		return malformed
+	}
+	if c.c.HasCapability(mysql.CLIENT_SECURE_CONNECTION) {
+		pos += 1 + int(data[pos])
+	} else if j := bytes.IndexByte(data[pos:], 0); j >= 0 {
+		pos += j + 1
+	}
+	db := ""
+	if pos < len(data) {
+		if j := bytes.IndexByte(data[pos:], 0); j >= 0 {
+			db = string(data[pos : pos+j])
+		}
+	}
+	var salt [20]byte
+	_, _ = rand.Read(salt[:])
+	for i := range salt {
+		salt[i] = 30 + salt[i]%97 // printable, never NUL, as MySQL's scrambles
+	}
+	b := append(c.w.begin(), 0xfe)
+	b = append(b, mysql.AUTH_NATIVE_PASSWORD...)
+	b = append(b, 0)
+	b = append(b, salt[:]...)
+	b = append(b, 0)
+	if err := c.c.WritePacket(b); err != nil {
+		return err
+	}
+	reply, err := c.c.ReadPacket()
+	if err != nil {
+		return err
+	}
+	pw := ""
+	dev, known := parseUser(user)
+	if known {
+		pw = c.srv.pw.Password(dev)
+	}
+	if pw == "" || !mysql.CompareNativePassword(reply, mysql.NativePasswordHash([]byte(pw)), salt[:]) {
+		c.closeNow = true
+		using := "YES"
+		if len(reply) == 0 {
+			using = "NO"
+		}
+		c.srv.log.Info("CometQL access denied", "user", user, "remote", c.host, "command", "change user")
+		return sqlengine.NewError(sqlengine.ErrCodeAccessDenied, "Access denied for user '%s'@'%s' (using password: %s)", user, c.host, using)
+	}
+	sess := c.srv.eng.NewSession(dev, user, c.c.ConnectionID())
+	sess.SetClientHost(c.host)
+	if db != "" {
+		if err := sess.UseDB(db); err != nil {
+			c.closeNow = true
+			return err
+		}
+	}
+	c.sess = sess
+	c.stmts = map[*stmt.PreparedStmt]*sqlengine.Stmt{}
+	c.mu.Lock()
+	c.dev, c.user, c.db = dev, user, sess.DB()
+	c.mu.Unlock()
+	return nil
 }
 
 // --- responses ---

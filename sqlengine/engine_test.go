@@ -225,6 +225,9 @@ func TestErrors(t *testing.T) {
 		{"SELECT ?", ErrCodeSyntax, "placeholders"},
 		{"SELECT 1; SELECT 2", ErrCodeSyntax, "multi-statements"},
 		{"SELECT name, COUNT(*) FROM pipes", ErrCodeMixAggregate, ""},
+		{"SELECT name FROM pipes WHERE COUNT(*) > 1", ErrCodeInvalidGroup, ""},
+		{"SELECT MAX(COUNT(*)) FROM pipes", ErrCodeInvalidGroup, ""},
+		{"SELECT SUM(users) FROM pipes", ErrCodeUnsupported, "SUM"},
 		{"SHOW COLUMNS FROM nope", ErrCodeUnknownTable, ""},
 	}
 	for _, c := range cases {
@@ -291,17 +294,19 @@ func TestPipesMessagesHistory(t *testing.T) {
 	}
 	// ORDER BY, LIMIT forms.
 	for q, want := range map[string]string{
-		"SELECT `index` FROM pipes_messages WHERE name='log_pipe' ORDER BY `index` DESC LIMIT 2":       "7;6",
-		"SELECT `index` FROM pipes_messages WHERE name='log_pipe' ORDER BY `index` LIMIT 1, 2":         "2;3",
-		"SELECT `index` FROM pipes_messages WHERE name='log_pipe' ORDER BY 1 LIMIT 2 OFFSET 5":         "6;7",
-		"SELECT `index` AS i FROM pipes_messages WHERE `index` > 2 AND `index` <= 4 ORDER BY i DESC":   "4;3",
-		"SELECT `index` FROM pipes_messages WHERE `index` IN (1, 3) OR message LIKE 'line%'":           "1;3;4",
-		"SELECT `index` FROM pipes_messages WHERE NOT (`index` < 6) AND name IN ('log_pipe', 'other')": "6;7",
-		"SELECT COUNT(*), MIN(`index`), MAX(`index`) FROM pipes_messages":                              "7,1,7",
-		"SELECT `index` FROM pipes_messages WHERE event != 'ev'":                                       "6",
-		"SELECT `index` FROM pipes_messages WHERE event <> 'ev' OR `index` = '2'":                      "2;6",
-		"SELECT `index` FROM pipes_messages WHERE message NOT LIKE '%i%' AND `index` < 7":              "1;3;5;6",
-		"SELECT `index` FROM pipes_messages LIMIT 0":                                                   "",
+		"SELECT `index` FROM pipes_messages WHERE name='log_pipe' ORDER BY `index` DESC LIMIT 2":           "7;6",
+		"SELECT `index` FROM pipes_messages WHERE name='log_pipe' ORDER BY `index` LIMIT 1, 2":             "2;3",
+		"SELECT `index` FROM pipes_messages WHERE name='log_pipe' ORDER BY 1 LIMIT 2 OFFSET 5":             "6;7",
+		"SELECT `index` AS i FROM pipes_messages WHERE `index` > 2 AND `index` <= 4 ORDER BY i DESC":       "4;3",
+		"SELECT `index` FROM pipes_messages WHERE `index` IN (1, 3) OR message LIKE 'line%'":               "1;3;4",
+		"SELECT `index` FROM pipes_messages WHERE NOT (`index` < 6) AND name IN ('log_pipe', 'other')":     "6;7",
+		"SELECT COUNT(*), MIN(`index`), MAX(`index`) FROM pipes_messages":                                  "7,1,7",
+		"SELECT COUNT(*) > 0, MAX(`index`) + 1, 'x', COUNT(message) FROM pipes_messages WHERE `index` > 5": "1,8,x,2",
+		"SELECT MIN(message) FROM pipes_messages WHERE `index` > 100":                                      "NULL",
+		"SELECT `index` FROM pipes_messages WHERE event != 'ev'":                                           "6",
+		"SELECT `index` FROM pipes_messages WHERE event <> 'ev' OR `index` = '2'":                          "2;6",
+		"SELECT `index` FROM pipes_messages WHERE message NOT LIKE '%i%' AND `index` < 7":                  "1;3;5;6",
+		"SELECT `index` FROM pipes_messages LIMIT 0":                                                       "",
 	} {
 		if got := rowsText(run(t, s, q)); got != want {
 			t.Errorf("%s: %q, want %q", q, got, want)

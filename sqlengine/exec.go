@@ -386,9 +386,14 @@ func (s *Session) execSelect(ctx context.Context, st *selectStmt, e *env) (*Resu
 	rows = filter(rows, st.where, e)
 	res := &Result{Columns: selectColumns(st)}
 	if st.aggregate {
+		e.aggs = make([]any, len(st.aggs))
+		for i, a := range st.aggs {
+			e.aggs[i] = aggregate(a, rows, e)
+		}
+		e.row = nil
 		out := make([]any, len(st.fields))
 		for i, f := range st.fields {
-			out[i] = aggregate(f, rows, e)
+			out[i] = resultValue(f.e.eval(e))
 		}
 		rows = [][]any{out}
 		var err error
@@ -455,20 +460,16 @@ func refineTypes(cols []Column, row []any) {
 	}
 }
 
-func aggregate(f selectField, rows [][]any, e *env) any {
-	if f.agg == aggNone {
-		e.row = nil
-		return f.e.eval(e)
-	}
+func aggregate(a aggSpec, rows [][]any, e *env) any {
 	var acc any
 	n := int64(0)
 	for _, r := range rows {
-		if f.e == nil {
+		if a.arg == nil {
 			n++
 			continue
 		}
 		e.row = r
-		v := f.e.eval(e)
+		v := a.arg.eval(e)
 		if v == nil {
 			continue
 		}
@@ -476,14 +477,14 @@ func aggregate(f selectField, rows [][]any, e *env) any {
 		switch {
 		case acc == nil:
 			acc = v
-		case f.agg == aggMin && compare(v, acc) < 0:
+		case a.kind == aggMin && compare(v, acc) < 0:
 			acc = v
-		case f.agg == aggMax && compare(v, acc) > 0:
+		case a.kind == aggMax && compare(v, acc) > 0:
 			acc = v
 		}
 	}
 	e.row = nil
-	if f.agg == aggCount {
+	if a.kind == aggCount {
 		return n
 	}
 	return acc

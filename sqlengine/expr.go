@@ -12,6 +12,7 @@ type env struct {
 	row  []any
 	args []any
 	sess *Session
+	aggs []any // values of the select list's aggregates
 }
 
 // expr is a translated scalar expression. Translation has already resolved
@@ -81,6 +82,8 @@ type (
 	userVarExpr struct{ name string }
 	// funcExpr is one of the supported functions without arguments.
 	funcExpr struct{ name string }
+	// aggRefExpr is the value of an aggregate of the select list.
+	aggRefExpr struct{ i int }
 )
 
 type cmpOp uint8
@@ -334,6 +337,13 @@ func (x arithExpr) eval(e *env) any {
 			return nil
 		}
 		return math.Mod(fa, fb)
+	}
+	return nil
+}
+
+func (x aggRefExpr) eval(e *env) any {
+	if x.i < len(e.aggs) {
+		return e.aggs[x.i]
 	}
 	return nil
 }

@@ -21,9 +21,10 @@ type (
 		fields    []selectField
 		where     expr // nil: every row
 		order     []orderItem
-		limit     expr // nil: no limit
-		offset    expr // nil: 0
-		aggregate bool // one row of aggregates
+		limit     expr      // nil: no limit
+		offset    expr      // nil: 0
+		aggregate bool      // one row of aggregates
+		aggs      []aggSpec // the aggregates the fields refer to (aggRefExpr)
 	}
 	// insertStmt is INSERT or REPLACE ... VALUES.
 	insertStmt struct {
@@ -61,15 +62,22 @@ type (
 
 type selectField struct {
 	col Column
-	e   expr    // the value; for aggregates the argument (nil for COUNT(*))
-	agg aggKind // aggNone for plain expressions
+	e   expr
+	agg bool // e refers to aggregates
+}
+
+// aggSpec is an aggregate function over the selected rows; fields read its
+// value through aggRefExpr.
+type aggSpec struct {
+	kind aggKind
+	arg  expr // nil for COUNT(*)
+	col  Column
 }
 
 type aggKind uint8
 
 const (
-	aggNone aggKind = iota
-	aggCount
+	aggCount aggKind = iota + 1
 	aggMin
 	aggMax
 )
@@ -137,7 +145,9 @@ func (sc *scope) resolve(n *ast.ColumnName) (expr, error) {
 // translator turns one parsed statement into a statement value. It counts
 // the placeholders it meets.
 type translator struct {
-	params int
+	params   int
+	aggs     []aggSpec // aggregates of the select list being translated
+	allowAgg bool      // aggregates are allowed here (select list)
 }
 
 func restore(n ast.Node) string {
@@ -294,13 +304,15 @@ func (tr *translator) selectStmt(s *ast.SelectStmt) (*selectStmt, error) {
 		if err != nil {
 			return nil, err
 		}
-		if sf.agg != aggNone {
+		if sf.agg {
 			st.aggregate = true
-		} else if dependsOnRow(sf.e) {
+		}
+		if dependsOnRow(sf.e) {
 			hasPlain = true
 		}
 		st.fields = append(st.fields, sf)
 	}
+	st.aggs, tr.aggs, tr.allowAgg = tr.aggs, nil, false
 	if st.aggregate && hasPlain {
 		return nil, NewError(ErrCodeMixAggregate, "In aggregated query without GROUP BY, the SELECT list mixes aggregates and columns")
 	}
@@ -362,41 +374,8 @@ func dependsOnRow(e expr) bool {
 
 func (tr *translator) selectField(f *ast.SelectField, sc *scope) (selectField, error) {
 	name := f.AsName.O
-	if agg, ok := f.Expr.(*ast.AggregateFuncExpr); ok {
-		sf := selectField{col: Column{Name: name, Type: TypeBigInt, Length: 21}}
-		if name == "" {
-			sf.col.Name = fieldText(f)
-		}
-		if agg.Distinct {
-			return sf, errUnsupported(strings.ToUpper(agg.F) + "(DISTINCT ...)")
-		}
-		if len(agg.Args) != 1 {
-			return sf, errUnsupported(strings.ToUpper(agg.F) + " with several arguments")
-		}
-		switch strings.ToLower(agg.F) {
-		case ast.AggFuncCount:
-			sf.agg = aggCount
-			if v, ok := agg.Args[0].(*test_driver.ValueExpr); ok && v.Kind() != test_driver.KindNull {
-				return sf, nil // COUNT(*), COUNT(1)
-			}
-		case ast.AggFuncMin:
-			sf.agg = aggMin
-		case ast.AggFuncMax:
-			sf.agg = aggMax
-		default:
-			return sf, errUnsupported("the aggregate function " + strings.ToUpper(agg.F))
-		}
-		arg, err := tr.expr(agg.Args[0], sc)
-		if err != nil {
-			return sf, err
-		}
-		sf.e = arg
-		if sf.agg != aggCount {
-			sf.col = exprColumn(arg, sc, sf.col.Name)
-			sf.col.Nullable = true
-		}
-		return sf, nil
-	}
+	tr.allowAgg = true
+	first := len(tr.aggs)
 	e, err := tr.expr(f.Expr, sc)
 	if err != nil {
 		return selectField{}, err
@@ -418,7 +397,53 @@ func (tr *translator) selectField(f *ast.SelectField, sc *scope) (selectField, e
 			name = fieldText(f)
 		}
 	}
-	return selectField{col: exprColumn(e, sc, name), e: e}, nil
+	sf := selectField{col: exprColumn(e, sc, name), e: e, agg: len(tr.aggs) > first}
+	if r, ok := e.(aggRefExpr); ok {
+		sf.col = tr.aggs[r.i].col
+		sf.col.Name = name
+	}
+	return sf, nil
+}
+
+// aggregate translates an aggregate function of the select list.
+func (tr *translator) aggregate(agg *ast.AggregateFuncExpr, sc *scope) (expr, error) {
+	if !tr.allowAgg {
+		return nil, NewError(ErrCodeInvalidGroup, "Invalid use of group function")
+	}
+	if agg.Distinct {
+		return nil, errUnsupported(strings.ToUpper(agg.F) + "(DISTINCT ...)")
+	}
+	if len(agg.Args) != 1 {
+		return nil, errUnsupported(strings.ToUpper(agg.F) + " with several arguments")
+	}
+	spec := aggSpec{col: Column{Type: TypeBigInt, Length: 21}}
+	switch strings.ToLower(agg.F) {
+	case ast.AggFuncCount:
+		spec.kind = aggCount
+	case ast.AggFuncMin:
+		spec.kind = aggMin
+	case ast.AggFuncMax:
+		spec.kind = aggMax
+	default:
+		return nil, errUnsupported("the aggregate function " + strings.ToUpper(agg.F))
+	}
+	v, isConst := agg.Args[0].(*test_driver.ValueExpr)
+	if spec.kind != aggCount || !isConst || v.Kind() == test_driver.KindNull {
+		// Aggregates do not nest.
+		tr.allowAgg = false
+		arg, err := tr.expr(agg.Args[0], sc)
+		tr.allowAgg = true
+		if err != nil {
+			return nil, err
+		}
+		spec.arg = arg
+		if spec.kind != aggCount {
+			spec.col = exprColumn(arg, sc, "")
+			spec.col.Nullable = true
+		}
+	}
+	tr.aggs = append(tr.aggs, spec)
+	return aggRefExpr{len(tr.aggs) - 1}, nil
 }
 
 // fieldText is the SQL text of a select field without its alias.
@@ -472,8 +497,8 @@ func (tr *translator) orderBy(ob *ast.OrderByClause, sc *scope, fields []selectF
 					return nil, errUnknownColumn(strconv.FormatInt(pos, 10), "order clause")
 				}
 				f := fields[pos-1]
-				if f.agg != aggNone {
-					continue
+				if f.agg {
+					continue // one row: nothing to order
 				}
 				item.e = f.e
 				out = append(out, item)
@@ -483,7 +508,7 @@ func (tr *translator) orderBy(ob *ast.OrderByClause, sc *scope, fields []selectF
 			if x.Name.Table.O == "" {
 				found := false
 				for _, f := range fields {
-					if f.agg == aggNone && strings.EqualFold(f.col.Name, x.Name.Name.O) {
+					if !f.agg && strings.EqualFold(f.col.Name, x.Name.Name.O) {
 						item.e = f.e
 						found = true
 						break
@@ -684,7 +709,7 @@ func (tr *translator) expr(n ast.ExprNode, sc *scope) (expr, error) {
 	case *ast.DefaultExpr:
 		return nil, errUnsupported("DEFAULT here")
 	case *ast.AggregateFuncExpr:
-		return nil, NewError(ErrCodeInvalidGroup, "Invalid use of group function")
+		return tr.aggregate(x, sc)
 	}
 	return nil, errUnsupported("the expression " + restore(n))
 }

@@ -71,7 +71,29 @@ try {
     check('mysqli sqlstate', $e->getSqlState(), 'HY000');
 }
 check('mysqli after error', $col($m->query("SELECT 'alive'")), ['alive']);
+// COM_CHANGE_USER: to tenant 3 (its own data), back to root, then a wrong
+// password (1045).
+$m->query("SET @v = 'gone after change_user'");
+check('change_user tenant', $m->change_user(getenv('COMETQL_TENANT_USER'), getenv('COMETQL_TENANT_PASSWORD'), 'CometQL_v1'), true);
+check('tenant sees no root data', $col($m->query("SELECT COUNT(*) FROM users_data")), ['0']);
+check('user variables reset', $col($m->query("SELECT @v")), [null]);
+check('change_user root', $m->change_user($user, $pass, 'CometQL_v1'), true);
+check('root data again', $col($m->query("SELECT COUNT(*) > 0 FROM users_data")), ['1']);
+try {
+    $m->change_user($user, 'wrong', 'CometQL_v1');
+    $failures[] = 'change_user with a wrong password succeeded';
+} catch (mysqli_sql_exception $e) {
+    check('change_user error', $e->getCode(), 1045);
+}
 $m->close();
+
+// Persistent connections: the second "p:" connect reuses the first one
+// (with COM_CHANGE_USER).
+for ($i = 0; $i < 2; $i++) {
+    $p = new mysqli("p:$host", $user, $pass, 'CometQL_v1', $port);
+    check("persistent $i", $col($p->query("SELECT 'persistent'")), ['persistent']);
+    $p->close();
+}
 
 // --- PDO, server-side prepared statements ---
 $pdo = new PDO("mysql:host=$host;port=$port;dbname=CometQL_v1;charset=utf8mb4", $user, $pass, [
