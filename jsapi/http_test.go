@@ -79,6 +79,9 @@ func TestPlainEndpoints(t *testing.T) {
 		!strings.HasPrefix(resp.Header.Get("Content-Type"), "text/html") {
 		t.Fatalf("/: %d %s", resp.StatusCode, b)
 	}
+	if resp, _ := httpGet(t, base+"/favicon.ico", nil); resp.StatusCode != 204 {
+		t.Fatalf("/favicon.ico: %d", resp.StatusCode)
+	}
 	if resp, _ := httpGet(t, base+"/nothing", nil); resp.StatusCode != 404 {
 		t.Fatalf("/nothing: %d", resp.StatusCode)
 	}

@@ -44,6 +44,9 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		s.serveRoot(w, r)
 	case route == "info":
 		s.plain(w, r, http.StatusOK, "application/json", `{"status":"ok","node":`+jsonString(s.cfg.NodeName)+`}`)
+	case route == "favicon.ico":
+		s.setCORS(w, r)
+		w.WriteHeader(http.StatusNoContent) // pages ask for one; nothing to show
 	case route == "healthz":
 		s.plain(w, r, http.StatusOK, "text/plain; charset=utf-8", "ok\n")
 	case route == "readyz":
