@@ -207,16 +207,16 @@ func (s *Session) statusRows(ctx context.Context) [][]any {
 	}
 	uptime := int64(time.Since(s.eng.start).Seconds())
 	total, failed := s.eng.Statements()
-	queued := 0
-	if q, err := hub.Engine().Queue(ctx, s.dev, 0); err == nil {
-		queued = len(q)
-	}
 	pipesWithSubs := 0
 	if list, err := hub.Engine().ActivePipes(ctx, s.dev); err == nil {
 		pipesWithSubs = len(list)
 	}
 	i := func(n int64) any { return strconv.FormatInt(n, 10) }
 	u := func(n uint64) any { return strconv.FormatUint(n, 10) }
+	var queueDrops uint64
+	if d, ok := hub.Engine().(interface{ DroppedFromQueues() uint64 }); ok {
+		queueDrops = d.DroppedFromQueues()
+	}
 	return [][]any{
 		{"user_online", i(int64(hub.Online(s.dev)))},
 		{"server_online", i(int64(conns))},
@@ -225,7 +225,6 @@ func (s *Session) statusRows(ctx context.Context) [][]any {
 		{"node_name", s.eng.cfg.NodeName},
 		{"version", version.Server()},
 		{"pipes", i(int64(pipesWithSubs))},
-		{"queued_messages", i(int64(queued))},
 		{"sessions", i(st.Sessions)},
 		{"subscriptions", i(st.Subscriptions)},
 		{"pipes_all_tenants", i(st.Pipes)},
@@ -235,6 +234,7 @@ func (s *Session) statusRows(ctx context.Context) [][]any {
 		{"private_queued", u(st.Queued)},
 		{"web_published", u(st.WebPublished)},
 		{"drops_rate_limited", u(st.RateLimited)},
+		{"drops_queue_full", u(queueDrops)},
 		{"statements", u(total)},
 		{"statement_errors", u(failed)},
 		{"Threads_connected", i(int64(conns))},
