@@ -46,14 +46,15 @@ type guardConn struct {
 	cont     bool // the current packet continues a max-size packet
 	dropCmd  int  // first payload byte of the dropped packet, -1 unknown
 	dropSeq  byte
-	hready   bool   // hdr is complete and being handed out
-	hemit    int    // header bytes handed out
-	out      []byte // bytes to hand out before anything else (synthetic packet)
-	rbuf     *[]byte
-	src      []byte // bytes read from the socket, not yet filtered
-	srcErr   error  // the error of the read that filled src
-	tooLarge bool   // a synthetic cmdTooLarge packet was handed out
-	longData bool   // the dropped packet was COM_STMT_SEND_LONG_DATA
+	hready   bool      // hdr is complete and being handed out
+	hemit    int       // header bytes handed out
+	out      []byte    // bytes to hand out before anything else (synthetic packet)
+	rbuf     *[]byte   // pooled read buffer, held only while it has bytes
+	small    [512]byte // read buffer between packets
+	src      []byte    // bytes read from the socket, not yet filtered
+	srcErr   error     // the error of the read that filled src
+	tooLarge bool      // a synthetic cmdTooLarge packet was handed out
+	longData bool      // the dropped packet was COM_STMT_SEND_LONG_DATA
 
 	// handshake sniffing
 	first   []byte // the first handshake packet's payload (capped)
@@ -138,12 +139,19 @@ func (g *guardConn) Read(p []byte) (int, error) {
 		if err := g.flush(); err != nil {
 			return 0, err
 		}
-		if g.rbuf == nil {
-			g.rbuf = readBufs.Get().(*[]byte)
+		// Between packets (where an idle connection waits) the read goes
+		// to a small buffer of the connection's own; inside a packet, more
+		// bytes are on their way and a pooled 16 KiB buffer takes them.
+		buf := g.small[:]
+		if g.left > 0 || g.hn > 0 {
+			if g.rbuf == nil {
+				g.rbuf = readBufs.Get().(*[]byte)
+			}
+			buf = *g.rbuf
 		}
-		n, err := g.Conn.Read(*g.rbuf)
+		n, err := g.Conn.Read(buf)
 		g.noteRead(n, err)
-		g.src = (*g.rbuf)[:n]
+		g.src = buf[:n]
 		g.srcErr = err
 		g.releaseSrc()
 	}
