@@ -229,6 +229,12 @@ func TestErrors(t *testing.T) {
 		{"SELECT MAX(COUNT(*)) FROM pipes", ErrCodeInvalidGroup, ""},
 		{"SELECT SUM(users) FROM pipes", ErrCodeUnsupported, "SUM"},
 		{"SHOW COLUMNS FROM nope", ErrCodeUnknownTable, ""},
+		{"INSERT INTO pipes_messages (name, event, message) VALUES ('ab', 'e', '" + strings.Repeat("m", 64<<10+1) + "')", ErrCodeTooLong, "message"},
+		{"INSERT INTO users_data (id, data) VALUES (1, '" + strings.Repeat("d", 64<<10+1) + "')", ErrCodeTooLong, "data"},
+		{"INSERT INTO revoked_tokens (token) VALUES ('')", ErrCodeInvalidValue, "empty"},
+		{"DELETE FROM pipes", ErrCodeReadOnly, ""},
+		{"DELETE FROM users_in_pipes WHERE name = 'x'", ErrCodeReadOnly, ""},
+		{"INSERT INTO pipes_messages (name, event, message) VALUES ('ab', 'e', 'm'), ('a', 'e', 'm')", ErrCodeInvalidValue, "row 2"},
 	}
 	for _, c := range cases {
 		me := mustFail(t, s, c.q, c.code)
@@ -311,6 +317,13 @@ func TestPipesMessagesHistory(t *testing.T) {
 		if got := rowsText(run(t, s, q)); got != want {
 			t.Errorf("%s: %q, want %q", q, got, want)
 		}
+	}
+	// INSERT ... SET is the same as VALUES.
+	if r := run(t, s, "INSERT INTO pipes_messages SET name = 'log_pipe', event = 'set', message = 'via set'"); r.AffectedRows != 1 {
+		t.Fatal(r)
+	}
+	if r := run(t, s, "DELETE FROM pipes_messages WHERE event = 'set'"); r.AffectedRows != 1 {
+		t.Fatal(r)
 	}
 	// Delete one message by id, then the rest by name.
 	id := run(t, s, "SELECT id FROM pipes_messages WHERE `index` = 3").Rows[0][0].(string)
