@@ -120,7 +120,7 @@ func (g *guardConn) Read(p []byte) (int, error) {
 			g.noteRead(n, err)
 			return n, err
 		}
-		if len(g.src) > 0 {
+		if len(g.src) > 0 || g.hready {
 			n, err := g.filterTo(p)
 			g.releaseSrc()
 			if err != nil {

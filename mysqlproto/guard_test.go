@@ -76,6 +76,34 @@ func TestGuardPassesPacketsIntact(t *testing.T) {
 	}
 }
 
+func TestGuardTinyReads(t *testing.T) {
+	// Reads of 1..3 bytes: headers are handed out in pieces.
+	var stream []byte
+	for i := range 20 {
+		stream = append(stream, mkPacket(byte(i), bytes.Repeat([]byte{'q'}, i))...)
+	}
+	stream = append(stream, mkPacket(20, nil)...) // ends with a bare header
+	rnd := rand.New(rand.NewPCG(9, 9))
+	c := &chunkConn{data: append([]byte(nil), stream...), rnd: rnd, max: 7}
+	g := newGuardConn(c, 1000, 0)
+	g.phase = phaseCommand
+	var got []byte
+	for {
+		p := make([]byte, 1+rnd.IntN(3))
+		n, err := g.Read(p)
+		got = append(got, p[:n]...)
+		if err == io.EOF {
+			break
+		}
+		if err != nil {
+			t.Fatal(err)
+		}
+	}
+	if !bytes.Equal(got, stream) {
+		t.Fatalf("stream changed: %x", got)
+	}
+}
+
 func TestGuardDropsLargePackets(t *testing.T) {
 	small := mkPacket(0, []byte("\x03SELECT 1"))
 	big := mkPacket(0, append([]byte{mysql.COM_QUERY}, bytes.Repeat([]byte("x"), 5000)...))
