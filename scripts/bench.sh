@@ -138,12 +138,14 @@ run_case() {
 	stop_server
 }
 
+# Long-poll fanouts publish at a fixed rate: at full speed every session's
+# buffer overflows and the server ends it, which measures nothing useful.
 START=$(date +%s)
 case $MODE in
 short)
 	run_case idle-ws-2000 idle --subs 2000
 	run_case fanout-ws-1000 fanout --subs 1000 --duration 10s
-	run_case fanout-lp-1000 fanout --transport lp --subs 1000 --duration 10s
+	run_case fanout-lp-1000 fanout --transport lp --subs 1000 --rate 50 --duration 10s
 	run_case publish-32 publish --publishers 32 --pipes 32 --duration 10s
 	run_case manypipes-1000 manypipes --pipes 1000 --duration 10s
 	run_case history-8 history --pipes 8 --publishers 8 --duration 10s
@@ -156,7 +158,7 @@ full)
 		run_case idle-ws-19000 idle --subs 19000 --per-worker 9500 --settle 10s
 		run_case fanout-ws-5000 fanout --subs 5000 --duration 30s
 		run_case fanout-ws-1000 fanout --subs 1000 --duration 30s
-		run_case fanout-lp-10000 fanout --transport lp --subs 10000 --duration 30s --drain 30s
+		run_case fanout-lp-10000 fanout --transport lp --subs 10000 --rate 10 --duration 30s --drain 30s
 		run_case manypipes-10000 manypipes --pipes 10000 --duration 30s
 		run_case publish-32 publish --publishers 32 --pipes 32 --duration 30s
 		run_case history-8 history --pipes 8 --publishers 8 --duration 30s

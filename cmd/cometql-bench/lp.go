@@ -1,14 +1,17 @@
 package main
 
 import (
+	"bufio"
+	"bytes"
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
-	"io"
+	"net"
 	"net/http"
 	"net/url"
 	"strconv"
-	"strings"
+	"sync"
 	"time"
 )
 
@@ -19,39 +22,34 @@ import (
 //	GET  /lp/poll?sid=..&ack=n (held up to ~25 s)                  → {"sid":..,"next":m,"frames":[...]}
 //	POST /lp/close?sid=..
 //
-// Each parked subscriber holds one poll, so one TCP connection.
+// Each subscriber speaks HTTP/1.1 over its own keep-alive connection, as a
+// browser tab would, one request at a time. The client is hand-rolled (no
+// http.Transport: its two goroutines per connection and per-request
+// allocations cost more CPU than the server being measured), and poll
+// answers are split into frames by a small scanner, not encoding/json.
 type lpClient struct {
-	spec *workerSpec
-	base string
-	tr   *http.Transport
-	hc   *http.Client
+	spec   *workerSpec
+	dialer *net.Dialer
+	host   string
+	prefix string
 }
 
 func newLPClient(spec *workerSpec, src string) *lpClient {
-	nd := newDialer(src, spec.ConnectTimeout)
-	tr := &http.Transport{
-		DialContext:         nd.DialContext,
-		MaxIdleConns:        0, // no limit
-		MaxIdleConnsPerHost: 1 << 20,
-		IdleConnTimeout:     2 * time.Minute,
-		DisableCompression:  true,
-		WriteBufferSize:     1024,
-		ReadBufferSize:      2048,
-	}
 	return &lpClient{
-		spec: spec,
-		base: "http://" + spec.HTTPAddr + spec.PathPrefix,
-		tr:   tr,
-		hc:   &http.Client{Transport: tr},
+		spec:   spec,
+		dialer: newDialer(src, spec.ConnectTimeout),
+		host:   spec.HTTPAddr,
+		prefix: spec.PathPrefix,
 	}
 }
 
-// lpPoll is a poll (or open) answer.
-type lpPoll struct {
-	Sid    string            `json:"sid"`
-	Next   int64             `json:"next"`
-	Frames []json.RawMessage `json:"frames"`
-	Error  string            `json:"error"`
+// lpConn is one subscriber's HTTP/1.1 connection, redialled when lost.
+type lpConn struct {
+	c    *lpClient
+	conn net.Conn
+	br   *bufio.Reader
+	req  []byte
+	body []byte
 }
 
 // lpGone is the error of a request on a session the server ended.
@@ -59,88 +57,154 @@ type lpGone struct{ status int }
 
 func (e *lpGone) Error() string { return fmt.Sprintf("session ended (HTTP %d)", e.status) }
 
-// do runs a request and decodes a JSON answer into v.
-func (c *lpClient) do(ctx context.Context, method, path, body string, v any) error {
-	var rd io.Reader
-	if body != "" {
-		rd = strings.NewReader(body)
+var brPool = sync.Pool{New: func() any { return bufio.NewReaderSize(nil, 2048) }}
+
+func (lc *lpConn) drop() {
+	if lc.conn != nil {
+		lc.conn.Close()
+		lc.conn = nil
+		lc.br.Reset(nil)
+		brPool.Put(lc.br)
+		lc.br = nil
 	}
-	req, err := http.NewRequestWithContext(ctx, method, c.base+path, rd)
-	if err != nil {
-		return err
-	}
-	req.Header.Set("User-Agent", "cometql-bench")
-	if c.spec.Origin != "" {
-		req.Header.Set("Origin", c.spec.Origin)
-	}
-	if body != "" {
-		req.Header.Set("Content-Type", "text/plain; charset=utf-8")
-	}
-	resp, err := c.hc.Do(req)
-	if err != nil {
-		return err
-	}
-	defer resp.Body.Close()
-	b, err := io.ReadAll(resp.Body)
-	if err != nil {
-		return err
-	}
-	if resp.StatusCode == http.StatusNotFound {
-		return &lpGone{resp.StatusCode}
-	}
-	if resp.StatusCode != http.StatusOK {
-		return fmt.Errorf("%s %s: HTTP %d: %.200s", method, path, resp.StatusCode, b)
-	}
-	if v != nil {
-		if err := json.Unmarshal(b, v); err != nil {
-			return fmt.Errorf("%s %s: %w: %.200s", method, path, err, b)
+}
+
+// do runs one request; the answer's body (valid until the next call) is
+// returned for status 200, *lpGone for 404, an error otherwise.
+func (lc *lpConn) do(ctx context.Context, method, pathQuery string, body []byte) ([]byte, error) {
+	if lc.conn == nil {
+		conn, err := lc.c.dialer.DialContext(ctx, "tcp", lc.c.host)
+		if err != nil {
+			return nil, err
 		}
+		lc.conn = conn
+		lc.br = brPool.Get().(*bufio.Reader)
+		lc.br.Reset(conn)
 	}
-	return nil
+	conn := lc.conn
+	if d, ok := ctx.Deadline(); ok {
+		conn.SetDeadline(d)
+	} else {
+		conn.SetDeadline(time.Time{})
+	}
+	stop := context.AfterFunc(ctx, func() { conn.SetDeadline(time.Unix(1, 0)) })
+	defer stop()
+
+	r := lc.req[:0]
+	r = append(r, method...)
+	r = append(r, ' ')
+	r = append(r, lc.c.prefix...)
+	r = append(r, pathQuery...)
+	r = append(r, " HTTP/1.1\r\nHost: "...)
+	r = append(r, lc.c.host...)
+	r = append(r, "\r\nUser-Agent: cometql-bench\r\n"...)
+	if lc.c.spec.Origin != "" {
+		r = append(r, "Origin: "...)
+		r = append(r, lc.c.spec.Origin...)
+		r = append(r, "\r\n"...)
+	}
+	if method == http.MethodPost {
+		r = append(r, "Content-Type: text/plain; charset=utf-8\r\nContent-Length: "...)
+		r = strconv.AppendInt(r, int64(len(body)), 10)
+		r = append(r, "\r\n"...)
+	}
+	r = append(r, "\r\n"...)
+	r = append(r, body...)
+	lc.req = r
+	if _, err := conn.Write(r); err != nil {
+		lc.drop()
+		return nil, ctxErr(ctx, err)
+	}
+	resp, err := http.ReadResponse(lc.br, nil)
+	if err != nil {
+		lc.drop()
+		return nil, ctxErr(ctx, err)
+	}
+	lc.body, err = readInto(lc.body[:0], resp.Body)
+	resp.Body.Close()
+	if err != nil {
+		lc.drop()
+		return nil, ctxErr(ctx, err)
+	}
+	if resp.Close {
+		lc.drop()
+	}
+	if cap(lc.body) > 1<<20 {
+		defer func() { lc.body = nil }() // do not keep a rare huge answer's buffer
+	}
+	switch resp.StatusCode {
+	case http.StatusOK:
+		return lc.body, nil
+	case http.StatusNotFound:
+		return nil, &lpGone{resp.StatusCode}
+	}
+	return nil, fmt.Errorf("%s %s: HTTP %d: %.200s", method, pathQuery, resp.StatusCode, lc.body)
+}
+
+func ctxErr(ctx context.Context, err error) error {
+	if ctx.Err() != nil {
+		return ctx.Err()
+	}
+	return err
 }
 
 // open opens a session and subscribes it to pipe.
-func (c *lpClient) open(ctx context.Context, uuid, pipe string) (sid string, next int64, err error) {
+func (lc *lpConn) open(ctx context.Context, uuid, pipe string) (sid string, next int64, err error) {
+	spec := lc.c.spec
 	q := url.Values{}
-	q.Set("sesion", c.spec.Key)
-	q.Set("myid", strconv.FormatInt(c.spec.UserID, 10))
-	q.Set("devid", strconv.FormatInt(c.spec.DevID, 10))
+	q.Set("sesion", spec.Key)
+	q.Set("myid", strconv.FormatInt(spec.UserID, 10))
+	q.Set("devid", strconv.FormatInt(spec.DevID, 10))
 	q.Set("v", "4.08")
 	q.Set("uuid", uuid)
 	q.Set("api", "js")
-	var o lpPoll
-	if err := c.do(ctx, http.MethodGet, "/lp/open?"+q.Encode(), "", &o); err != nil {
+	b, err := lc.do(ctx, http.MethodGet, "/lp/open?"+q.Encode(), nil)
+	if err != nil {
 		return "", 0, fmt.Errorf("open: %w", err)
 	}
-	if o.Sid == "" {
-		return "", 0, fmt.Errorf("open: no sid in the answer")
+	var o struct {
+		Sid  string `json:"sid"`
+		Next int64  `json:"next"`
 	}
-	var ok struct {
-		OK bool `json:"ok"`
+	if err := json.Unmarshal(b, &o); err != nil || o.Sid == "" {
+		return "", 0, fmt.Errorf("open: bad answer %.200s", b)
 	}
-	if err := c.do(ctx, http.MethodPost, "/lp/send?sid="+url.QueryEscape(o.Sid), "subscription\n"+pipe, &ok); err != nil {
-		c.close(o.Sid)
+	b, err = lc.do(ctx, http.MethodPost, "/lp/send?sid="+url.QueryEscape(o.Sid), []byte("subscription\n"+pipe))
+	if err == nil && !bytes.Contains(b, []byte(`"ok":true`)) {
+		err = fmt.Errorf("answer %.200s", b)
+	}
+	if err != nil {
+		lc.close(o.Sid)
 		return "", 0, fmt.Errorf("subscribe: %w", err)
-	}
-	if !ok.OK {
-		c.close(o.Sid)
-		return "", 0, fmt.Errorf("subscribe: not ok")
 	}
 	return o.Sid, o.Next, nil
 }
 
-func (c *lpClient) close(sid string) {
+// close ends the session and the connection.
+func (lc *lpConn) close(sid string) {
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
-	c.do(ctx, http.MethodPost, "/lp/close?sid="+url.QueryEscape(sid), "", nil)
+	lc.do(ctx, http.MethodPost, "/lp/close?sid="+url.QueryEscape(sid), nil)
+	lc.drop()
+}
+
+// poll runs one poll and hands each frame to f.
+func (lc *lpConn) poll(ctx context.Context, sid string, ack int64, f func(frame []byte)) (next int64, err error) {
+	b, err := lc.do(ctx, http.MethodGet, "/lp/poll?sid="+url.QueryEscape(sid)+"&ack="+strconv.FormatInt(ack, 10), nil)
+	if err != nil {
+		return ack, err
+	}
+	return parsePoll(b, f)
 }
 
 // subscribe opens a session for s, subscribes it and starts its poll loop.
 func (c *lpClient) subscribe(w *worker, s *sub, pipe string) error {
+	lc := &lpConn{c: c}
 	ctx, cancel := context.WithTimeout(w.ctx, c.spec.ConnectTimeout)
-	sid, next, err := c.open(ctx, subUUID(s.idx), pipe)
+	sid, next, err := lc.open(ctx, subUUID(s.idx), pipe)
 	cancel()
 	if err != nil {
+		lc.drop()
 		return err
 	}
 	pctx, pcancel := context.WithCancel(w.ctx)
@@ -150,30 +214,39 @@ func (c *lpClient) subscribe(w *worker, s *sub, pipe string) error {
 	s.closer = func() {
 		pcancel()
 		<-done
-		c.close(sid)
+		lc.close(sid)
 	}
 	s.mu.Unlock()
 	go func() {
 		defer close(done)
-		c.pollLoop(pctx, w, s, sid, next)
+		c.pollLoop(pctx, w, s, lc, sid, next)
 	}()
 	return nil
 }
 
 // pollLoop polls until ctx ends or the server ends the session. A failed
 // poll is retried with the same ack, as the protocol allows.
-func (c *lpClient) pollLoop(ctx context.Context, w *worker, s *sub, sid string, ack int64) {
+func (c *lpClient) pollLoop(ctx context.Context, w *worker, s *sub, lc *lpConn, sid string, ack int64) {
 	failures := 0
+	var now int64
+	onFrame := func(frame []byte) { w.onFrame(s, frame, now) }
 	for ctx.Err() == nil {
-		var p lpPoll
 		pctx, cancel := context.WithTimeout(ctx, 90*time.Second)
-		err := c.do(pctx, http.MethodGet, "/lp/poll?sid="+url.QueryEscape(sid)+"&ack="+strconv.FormatInt(ack, 10), "", &p)
+		b, err := lc.do(pctx, http.MethodGet, "/lp/poll?sid="+url.QueryEscape(sid)+"&ack="+strconv.FormatInt(ack, 10), nil)
 		cancel()
 		if ctx.Err() != nil {
 			return
 		}
+		if err == nil {
+			now = time.Now().UnixNano()
+			var next int64
+			if next, err = parsePoll(b, onFrame); err == nil && next > ack {
+				ack = next
+			}
+		}
 		if err != nil {
-			if _, gone := err.(*lpGone); gone {
+			var gone *lpGone
+			if errors.As(err, &gone) {
 				w.lostConn(s, err)
 				return
 			}
@@ -191,13 +264,6 @@ func (c *lpClient) pollLoop(ctx context.Context, w *worker, s *sub, sid string, 
 			continue
 		}
 		failures = 0
-		now := time.Now().UnixNano()
-		for _, f := range p.Frames {
-			w.onFrame(s, f, now)
-		}
-		if p.Next > ack {
-			ack = p.Next
-		}
 	}
 }
 
@@ -206,14 +272,166 @@ func (c *lpClient) pollLoop(ctx context.Context, w *worker, s *sub, sid string, 
 func (c *lpClient) churnOnce(ctx context.Context, uuid, pipe string) error {
 	ctx, cancel := context.WithTimeout(ctx, c.spec.ConnectTimeout)
 	defer cancel()
-	sid, next, err := c.open(ctx, uuid, pipe)
+	lc := &lpConn{c: c}
+	defer lc.drop()
+	sid, next, err := lc.open(ctx, uuid, pipe)
 	if err != nil {
 		return err
 	}
-	defer c.close(sid)
-	var p lpPoll
-	if err := c.do(ctx, http.MethodGet, "/lp/poll?sid="+url.QueryEscape(sid)+"&ack="+strconv.FormatInt(next, 10), "", &p); err != nil {
+	defer lc.close(sid)
+	info := false
+	if _, err := lc.poll(ctx, sid, next, func(f []byte) {
+		info = info || bytes.Contains(f, infoEvent)
+	}); err != nil {
 		return fmt.Errorf("poll: %w", err)
 	}
+	if !info {
+		return errors.New("first poll brought no serverInfo")
+	}
 	return nil
+}
+
+// parsePoll reads a poll answer {"sid":..,"next":m,"frames":[{..},..]}:
+// next, and each frame (a slice of b) handed to f. Keys may come in any
+// order; anything that is not that shape is an error.
+func parsePoll(b []byte, f func(frame []byte)) (next int64, err error) {
+	bad := func(why string) (int64, error) {
+		return 0, fmt.Errorf("poll answer: %s: %.200s", why, b)
+	}
+	i := skipSpace(b, 0)
+	if i >= len(b) || b[i] != '{' {
+		return bad("not an object")
+	}
+	i++
+	sawNext := false
+	for {
+		i = skipSpace(b, i)
+		if i < len(b) && b[i] == '}' {
+			break
+		}
+		if i >= len(b) || b[i] != '"' {
+			return bad("want a key")
+		}
+		end := skipString(b, i)
+		if end < 0 {
+			return bad("unterminated key")
+		}
+		key := string(b[i+1 : end-1])
+		i = skipSpace(b, end)
+		if i >= len(b) || b[i] != ':' {
+			return bad("want ':'")
+		}
+		i = skipSpace(b, i+1)
+		switch key {
+		case "next":
+			j := i
+			for j < len(b) && (b[j] >= '0' && b[j] <= '9' || b[j] == '-') {
+				j++
+			}
+			n, err := strconv.ParseInt(string(b[i:j]), 10, 64)
+			if err != nil {
+				return bad("bad next")
+			}
+			next, sawNext, i = n, true, j
+		case "frames":
+			if i >= len(b) || b[i] != '[' {
+				if end := skipValue(b, i); end >= 0 && string(b[i:end]) == "null" {
+					i = end
+					break
+				}
+				return bad("frames is not an array")
+			}
+			i = skipSpace(b, i+1)
+			for i < len(b) && b[i] != ']' {
+				end := skipValue(b, i)
+				if end < 0 {
+					return bad("bad frame")
+				}
+				f(b[i:end])
+				i = skipSpace(b, end)
+				if i < len(b) && b[i] == ',' {
+					i = skipSpace(b, i+1)
+				}
+			}
+			if i >= len(b) {
+				return bad("unterminated frames")
+			}
+			i++
+		default:
+			end := skipValue(b, i)
+			if end < 0 {
+				return bad("bad value of " + key)
+			}
+			i = end
+		}
+		i = skipSpace(b, i)
+		if i < len(b) && b[i] == ',' {
+			i++
+		}
+	}
+	if !sawNext {
+		return bad("no next")
+	}
+	return next, nil
+}
+
+func skipSpace(b []byte, i int) int {
+	for i < len(b) && (b[i] == ' ' || b[i] == '\n' || b[i] == '\r' || b[i] == '\t') {
+		i++
+	}
+	return i
+}
+
+// skipString returns the index after the JSON string starting at b[i]
+// (a '"'), or -1.
+func skipString(b []byte, i int) int {
+	for j := i + 1; j < len(b); j++ {
+		switch b[j] {
+		case '\\':
+			j++
+		case '"':
+			return j + 1
+		}
+	}
+	return -1
+}
+
+// skipValue returns the index after the JSON value starting at b[i], or -1.
+// It tracks nesting and strings; it does not validate numbers or literals.
+func skipValue(b []byte, i int) int {
+	if i >= len(b) {
+		return -1
+	}
+	switch b[i] {
+	case '"':
+		return skipString(b, i)
+	case '{', '[':
+		depth := 0
+		for j := i; j < len(b); j++ {
+			switch b[j] {
+			case '"':
+				k := skipString(b, j)
+				if k < 0 {
+					return -1
+				}
+				j = k - 1
+			case '{', '[':
+				depth++
+			case '}', ']':
+				depth--
+				if depth == 0 {
+					return j + 1
+				}
+			}
+		}
+		return -1
+	}
+	j := i
+	for j < len(b) && b[j] != ',' && b[j] != '}' && b[j] != ']' && b[j] != ' ' && b[j] != '\n' && b[j] != '\r' && b[j] != '\t' {
+		j++
+	}
+	if j == i {
+		return -1
+	}
+	return j
 }

@@ -130,3 +130,36 @@ func FuzzClassifyFrame(f *testing.F) {
 		}
 	})
 }
+
+func TestParsePoll(t *testing.T) {
+	a := string(serverFrame(string(encodePayload(nil, 1, 1, 0, 60))))
+	cases := []struct {
+		in     string
+		next   int64
+		frames []string
+		bad    bool
+	}{
+		{`{"sid":"abc","next":0,"frames":[]}`, 0, nil, false},
+		{`{"sid":"abc","next":3,"frames":[` + a + `,{"x":"]}"},{"y":[1,{"z":"\"}"}]}]}`, 3, []string{a, `{"x":"]}"}`, `{"y":[1,{"z":"\"}"}]}`}, false},
+		{` { "frames" : [ {"a":1} ] , "next" : 7 , "sid" : "s" } `, 7, []string{`{"a":1}`}, false},
+		{`{"next":2,"frames":null,"extra":{"k":[true,false,null]}}`, 2, nil, false},
+		{`{"sid":"abc","frames":[]}`, 0, nil, true},
+		{`{"next":1,"frames":[{"a":1}`, 0, nil, true},
+		{`{"next":x}`, 0, nil, true},
+		{`[]`, 0, nil, true},
+		{`{"error":"unknown session","code":404}`, 0, nil, true},
+	}
+	for i, c := range cases {
+		var got []string
+		next, err := parsePoll([]byte(c.in), func(f []byte) { got = append(got, string(f)) })
+		if (err != nil) != c.bad {
+			t.Fatalf("case %d: err %v", i, err)
+		}
+		if c.bad {
+			continue
+		}
+		if next != c.next || strings.Join(got, "|") != strings.Join(c.frames, "|") {
+			t.Fatalf("case %d: next %d frames %q", i, next, got)
+		}
+	}
+}

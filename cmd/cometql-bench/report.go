@@ -47,9 +47,9 @@ type connResults struct {
 }
 
 type idleResults struct {
-	RSSPerConnBytes   float64 `json:"rss_per_conn_bytes"`
-	GoroutinesPerConn float64 `json:"goroutines_per_conn,omitempty"`
-	FDsPerConn        float64 `json:"fds_per_conn,omitempty"`
+	RSSPerConnBytes   float64  `json:"rss_per_conn_bytes"`
+	GoroutinesPerConn *float64 `json:"goroutines_per_conn,omitempty"` // when /metrics has go_goroutines
+	FDsPerConn        float64  `json:"fds_per_conn"`
 }
 
 type publishResults struct {

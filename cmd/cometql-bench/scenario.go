@@ -135,8 +135,16 @@ func (r *runner) finish() {
 	if r.srv.pid <= 0 || !r.before.ok {
 		return
 	}
-	time.Sleep(time.Second) // let the server notice the closed connections
+	// Let the server notice the closed connections: wait (up to 15 s) until
+	// its open files are back to where they were, so the end sample shows
+	// what stays (a leak) and not what is still closing.
 	end := r.srv.sample()
+	for deadline := time.Now().Add(15 * time.Second); end.ok && end.proc.FDs > r.before.proc.FDs+2 && time.Now().Before(deadline); {
+		time.Sleep(250 * time.Millisecond)
+		end = r.srv.sample()
+	}
+	time.Sleep(250 * time.Millisecond)
+	end = r.srv.sample()
 	if !r.after.ok {
 		r.after = end
 	}
@@ -388,7 +396,8 @@ func (r *runner) idle() error {
 		idle.RSSPerConnBytes = round3(float64(r.after.proc.RSSKB-r.before.proc.RSSKB) * 1024 / n)
 		idle.FDsPerConn = round3(float64(r.after.proc.FDs-r.before.proc.FDs) / n)
 		if r.before.goroutines >= 0 && r.after.goroutines >= 0 {
-			idle.GoroutinesPerConn = round3(float64(r.after.goroutines-r.before.goroutines) / n)
+			g := round3(float64(r.after.goroutines-r.before.goroutines) / n)
+			idle.GoroutinesPerConn = &g
 		}
 		r.logf("server RSS %d kB -> %d kB: %.0f bytes per connection", r.before.proc.RSSKB, r.after.proc.RSSKB, idle.RSSPerConnBytes)
 	}

@@ -199,8 +199,8 @@ func TestIdle(t *testing.T) {
 		t.Fatalf("idle %+v server %+v", idle, r.Server)
 	}
 	// The fake server runs in this process, one goroutine per connection.
-	if idle.GoroutinesPerConn < 0.9 || idle.GoroutinesPerConn > 3 {
-		t.Fatalf("goroutines per conn %v", idle.GoroutinesPerConn)
+	if g := idle.GoroutinesPerConn; g == nil || *g < 0.9 || *g > 3 {
+		t.Fatalf("goroutines per conn %v", g)
 	}
 }
 

@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"runtime/pprof"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -75,6 +76,16 @@ func workerMain(in io.Reader, out io.Writer) int {
 	}
 	w.init(*c.Spec)
 	defer w.stop()
+	if dir := os.Getenv("COMETQL_BENCH_CPUPROFILE"); dir != "" {
+		// Profiling the tool itself: one CPU profile per worker.
+		if f, err := os.Create(fmt.Sprintf("%s/worker%d.pprof", dir, w.spec.Worker)); err == nil {
+			pprof.StartCPUProfile(f)
+			defer func() {
+				pprof.StopCPUProfile()
+				f.Close()
+			}()
+		}
+	}
 	if w.spec.Role == roleSubs {
 		go w.connectAll()
 	} else {
@@ -379,9 +390,6 @@ func (w *worker) closeAll() {
 		}()
 	}
 	wg.Wait()
-	for _, c := range w.lp {
-		c.tr.CloseIdleConnections()
-	}
 }
 
 // startChurn starts Count loops of connect + subscribe + close.
