@@ -3,6 +3,31 @@
 // statement types, executes them against the virtual tables (which drive the
 // pipes hub and auth), and returns engine-neutral results or typed MySQL
 // errors (*mysql.MyError from go-mysql).
+//
+// The dialect (SPEC 2.2-2.4):
+//
+//   - INSERT/REPLACE ... VALUES (multi-row, column list optional, INSERT ...
+//     SET), SELECT over one table or none, DELETE; WHERE with = != <> < > <=
+//     >= <=> IN, NOT IN, LIKE [ESCAPE], BETWEEN, IS [NOT] NULL/TRUE/FALSE,
+//     AND OR XOR NOT, arithmetic; ORDER BY (columns, aliases, positions),
+//     LIMIT n / off,n / n OFFSET off; COUNT, MIN, MAX (also inside
+//     expressions); ? placeholders in prepared statements.
+//   - Comparisons follow MySQL's type rules (two strings as strings, two
+//     integers as integers, anything else as numbers: 'abc' = 0 is true) with
+//     binary string comparison (utf8mb4_bin): keys are case-sensitive in the
+//     hub, so = and LIKE are too. NULL is three-valued.
+//   - A key condition among the top-level AND terms of WHERE (name = / IN on
+//     pipe tables, id = / IN on user tables, token = / IN) is pushed down to
+//     the hub or auth; the whole WHERE is then applied to the rows.
+//   - A multi-row INSERT is validated completely before anything is applied.
+//   - Housekeeping: SET (user variables kept, system variables accepted and
+//     ignored), SELECT @@var / functions, SHOW ..., DESCRIBE, USE,
+//     BEGIN/COMMIT/ROLLBACK (no transactional meaning).
+//   - Everything else is 1235 (unsupported, naming the construct) or 1064.
+//
+// The hot statement, a single-row INSERT INTO pipes_messages with string
+// literals, skips the parser through a hand-written scanner that is tested
+// and fuzzed against it (fastpath.go).
 package sqlengine
 
 import "time"

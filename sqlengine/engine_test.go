@@ -181,6 +181,14 @@ func TestHousekeeping(t *testing.T) {
 	run(t, s, "SHOW PROCESSLIST")
 	run(t, s, "SHOW COLLATION")
 	run(t, s, "SHOW CREATE TABLE users_auth")
+	if got := rowsText(run(t, s, "SHOW INDEX FROM users_auth")); !strings.HasPrefix(got, "users_auth,0,PRIMARY,1,id") {
+		t.Errorf("show index %q", got)
+	}
+	if r := run(t, s, "SHOW KEYS FROM pipes"); len(r.Rows) != 0 {
+		t.Errorf("show keys of pipes: %v", r.Rows)
+	}
+	run(t, s, "SHOW CREATE DATABASE CometQL_v1")
+	mustFail(t, s, "SHOW CREATE DATABASE other", ErrCodeUnknownDB)
 }
 
 func TestErrors(t *testing.T) {

@@ -58,6 +58,12 @@ func showSchema(st *showStmt) []Column {
 		return []Column{vc("Engine", 64), vc("Support", 8), vc("Comment", 80), vcNull("Transactions", 3), vcNull("XA", 3), vcNull("Savepoints", 3)}
 	case showCreateTable:
 		return []Column{vc("Table", 64), vc("Create Table", 1024)}
+	case showCreateDatabase:
+		return []Column{vc("Database", 64), vc("Create Database", 1024)}
+	case showIndex:
+		return []Column{vc("Table", 64), bc("Non_unique"), vc("Key_name", 64), bc("Seq_in_index"), vc("Column_name", 64),
+			vcNull("Collation", 1), bcNull("Cardinality"), bcNull("Sub_part"), vcNull("Packed", 10), vc("Null", 3),
+			vc("Index_type", 16), vc("Comment", 16), vc("Index_comment", 1024), vc("Visible", 3), vcNull("Expression", 64)}
 	}
 	return nil
 }
@@ -149,6 +155,12 @@ func (s *Session) execShow(ctx context.Context, st *showStmt, e *env) (*Result, 
 		rows = [][]any{{"CometQL", "DEFAULT", "virtual tables of the comet server", "NO", "NO", "NO"}}
 	case showCreateTable:
 		rows = [][]any{{st.table.name, createTable(st.table)}}
+	case showCreateDatabase:
+		rows = [][]any{{DatabaseName, "CREATE DATABASE `" + DatabaseName + "` /*!40100 DEFAULT CHARACTER SET utf8mb4 COLLATE utf8mb4_bin */"}}
+	case showIndex:
+		if t := st.table; t.primary {
+			rows = [][]any{{t.name, int64(0), "PRIMARY", int64(1), t.cols[t.key].name, "A", nil, nil, nil, "", "HASH", "", "", "YES", nil}}
+		}
 	}
 	if st.like != nil {
 		p := st.like.eval(e)

@@ -106,6 +106,8 @@ const (
 	showCharset
 	showEngines
 	showCreateTable
+	showIndex
+	showCreateDatabase
 )
 
 // scope resolves column names while translating an expression.
@@ -621,6 +623,25 @@ func (tr *translator) showStmt(s *ast.ShowStmt) (*showStmt, error) {
 		st.what = showCharset
 	case ast.ShowEngines:
 		st.what = showEngines
+	case ast.ShowCreateDatabase:
+		st.what = showCreateDatabase
+		if !strings.EqualFold(s.DBName, DatabaseName) {
+			return nil, errUnknownDB(s.DBName)
+		}
+	case ast.ShowIndex:
+		st.what = showIndex
+		tn := *s.Table
+		if s.DBName != "" {
+			tn.Schema = ast.NewCIStr(s.DBName)
+		}
+		t, err := lookupTableName(&tn)
+		if err != nil {
+			return nil, err
+		}
+		if t == nil {
+			return nil, errUnknownTable(tn.Name.O)
+		}
+		st.table = t
 	case ast.ShowCreateTable:
 		st.what = showCreateTable
 		t, err := lookupTableName(s.Table)
