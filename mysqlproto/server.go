@@ -3,6 +3,27 @@
 // the handshake and auth adapter (mysql_native_password and
 // caching_sha2_password), one handler per connection holding a sqlengine
 // session, and the encoding of results and errors.
+//
+// What it adds to go-mysql:
+//
+//   - A guard between the socket and go-mysql (guard.go): command packets
+//     over MaxQueryBytes are dropped as they stream in and answered with
+//     1153 (the connection stays usable); pre-auth packets are capped at
+//     64 KiB; responses are written once per command, not once per packet;
+//     idle connections hold no read buffer.
+//   - Auth: users root (tenant 0) and N (tenant N), passwords from the auth
+//     service. The greeting proposes Config.AuthPlugin; a client that
+//     answers with the other supported plugin is served with it, without a
+//     switch. Every failure, unknown users included, is 1045.
+//   - Responses are written by the handler itself: OK packets carry the info
+//     string ("Delivered: N"), prepared statements answer with binary rows,
+//     and errors keep their code and SQLSTATE (go-mysql would turn errors of
+//     prepared statements into 1105).
+//   - Multi-statements (advertised in the greeting, enabled by the client's
+//     CLIENT_MULTI_STATEMENTS or COM_SET_OPTION), COM_CHANGE_USER (PHP's
+//     persistent connections), COM_RESET_CONNECTION.
+//   - Connection limit (1040), handshake and idle timeouts (4031 like MySQL
+//     8), graceful Shutdown.
 package mysqlproto
 
 import (
