@@ -23,7 +23,7 @@ async function openDemo(name, url = HTTP + '/demo/') {
   const page = watch(await c.newPage(), name);
   const res = await page.goto(url);
   assert.equal(res.status(), 200, `GET ${url}`);
-  await page.waitForSelector('#status[data-state="on"]', { timeout: 10_000 });
+  await page.waitForSelector('#status[data-state="on"]', { timeout: 20_000 });
   return page;
 }
 
@@ -60,7 +60,7 @@ async function shot(page, name) {
   if (process.env.DEMO_SHOTS) await page.screenshot({ path: path.join(process.env.DEMO_SHOTS, name + '.png') });
 }
 
-test('demo: two browsers chat, see who is online, get backend posts; a newcomer gets the history', { timeout: 60_000 }, async () => {
+test('demo: two browsers chat, see who is online, get backend posts; a newcomer gets the history', { timeout: 90_000 }, async () => {
   await ql(`DELETE FROM pipes_settings WHERE name = '${CHAT}'`); // start without history
 
   const alice = await openDemo('alice', HTTP + '/demo'); // the slash is added
@@ -95,7 +95,7 @@ test('demo: two browsers chat, see who is online, get backend posts; a newcomer 
   await waitMessage(alice, 'hi Alice', 'live');
   const alice2 = watch(await alice.context().newPage(), 'alice tab 2');
   await alice2.goto(HTTP + '/demo/');
-  await alice2.waitForSelector('#status[data-state="on"]', { timeout: 10_000 });
+  await alice2.waitForSelector('#status[data-state="on"]', { timeout: 20_000 });
   await members(alice2, 2); // still two browsers online
   await send(alice, 'from the first tab');
   await waitMessage(alice2, 'from the first tab', 'live');

@@ -29,8 +29,8 @@ if (!HTTP || !MYSQL) {
   process.exit(2);
 }
 
-/** T is the default timeout of one test. */
-export const T = 30_000;
+/** T is the default timeout of one test (generous: CI machines have 2 cores). */
+export const T = 60_000;
 
 /** uniq returns a name no other test uses: prefix + random letters. */
 export function uniq(prefix) {
@@ -76,7 +76,9 @@ export function watch(page, name) {
     console.error(`[${name}] page error: ${e.message}`);
   });
   page.on('console', (m) => {
-    if (m.type() === 'error' || m.type() === 'warning') console.error(`[${name}] console.${m.type()}: ${m.text()}`);
+    if (m.type() !== 'error' && m.type() !== 'warning') return;
+    if (/\/favicon\.ico$/.test(m.location().url || '')) return; // no icon: not our concern
+    console.error(`[${name}] console.${m.type()}: ${m.text()}`);
   });
   return page;
 }
@@ -170,7 +172,7 @@ export async function waitEvents(page, sub, n = 1, where = {}, timeout = 10_000)
 }
 
 /** waitConnected waits until the page's client is connected (authorized or not). */
-export async function waitConnected(page, timeout = 10_000) {
+export async function waitConnected(page, timeout = 20_000) {
   await page.waitForFunction(() => cometApi.isConnected() && cometApi.isAuthorized() !== undefined, null, {
     timeout,
     polling: 50,

@@ -59,7 +59,7 @@ function deadWebSocket() {
   window.WebSocket = Dead;
 }
 
-test('long-polling: subscription, CometQL insert, web_pipe_send, private message, count', { timeout: 45_000 }, async () => {
+test('long-polling: subscription, CometQL insert, web_pipe_send, private message, count', { timeout: 90_000 }, async () => {
   const pipe = uniq('web_lp_');
   const id = uniqId();
   const key = uniq('key');

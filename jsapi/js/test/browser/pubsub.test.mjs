@@ -70,6 +70,25 @@ test('a CometQL insert reaches subscribers in two browsers (same origin and anot
   await waitSubscribers(pipe, 1);
 });
 
+test('frames of every size arrive intact: around 125 bytes and around 64 KiB (both WebSocket length forms)', { timeout: T }, async () => {
+  const pipe = uniq('sizes_');
+  const p = await openClient(await ctx.make(), { name: 'sizes', subs: [pipe] });
+  await waitSubscribers(pipe, 1);
+  // One multi-row insert: messages of 1..160 characters, so the frames go
+  // through 123..127 bytes and the 7-bit/16-bit length boundary.
+  const small = Array.from({ length: 160 }, (_, i) => 'x'.repeat(i) + String.fromCharCode(97 + (i % 26)));
+  const res = await ql(`INSERT INTO pipes_messages (name, event, message) VALUES ${small.map((m) => `(${str(pipe)}, 's', ${str(m)})`).join(', ')}`);
+  assert.equal(res.affectedRows, small.length);
+  const got = await waitEvents(p, pipe, small.length);
+  assert.deepEqual(got.map((e) => e.data), small);
+  // Large ones across the 65535-byte frame length (the 16-bit/64-bit boundary).
+  const big = [65000, 65400, 65450, 65480, 65500, 65536].map((n, i) => String(i) + 'y'.repeat(n - 1));
+  for (const m of big) await ql(`INSERT INTO pipes_messages (name, event, message) VALUES (${str(pipe)}, 'b', ${str(m)})`);
+  const gotBig = await waitEvents(p, pipe, big.length, { 'info.event': 'b' });
+  assert.deepEqual(gotBig.map((e) => e.data.length), big.map((m) => m.length));
+  assert.ok(gotBig.every((e, i) => e.data === big[i]), 'large messages intact');
+});
+
 test('web_pipe_send between browsers: sender user_id, delivery report (#pipe) with number_messages', { timeout: T }, async () => {
   const pipe = uniq('web_e2e_');
   const id = uniqId();

@@ -15,7 +15,6 @@ import {
   str,
   tempDir,
   uniq,
-  until,
   waitEvents,
   waitSubscribers,
 } from './lib.mjs';
@@ -39,7 +38,60 @@ async function q(sql) {
   return res;
 }
 
-test('restart: every message of a logging pipe arrives exactly once, in order', { timeout: 90_000, skip: !BIN && 'COMETQL_BIN not set' }, async () => {
+// wireLog records what the server sent the page on pipe, as seq numbers
+// ("4h" for a history frame), and the commands the page sent: the trace
+// printed when messages go missing.
+function wireLog(page, pipe) {
+  const log = [];
+  const frames = (text) => {
+    for (const line of String(text).split('\n')) {
+      if (!line.includes(pipe)) continue;
+      try {
+        const f = JSON.parse(line);
+        if (f.pipe === pipe) log.push(f.seq + (f.history ? 'h' : ''));
+      } catch {
+        log.push('?');
+      }
+    }
+  };
+  const sent = (cmd) => log.push('>' + String(cmd).split('\n')[0]);
+  page.on('websocket', (ws) => {
+    ws.on('framesent', (f) => sent(f.payload));
+    ws.on('framereceived', (f) => frames(f.payload));
+  });
+  // Long-polling, as XHR or (after a network failure) JSONP.
+  page.on('request', (r) => {
+    if (r.url().includes('/lp/send')) sent(r.postData() ?? new URL(r.url()).searchParams.get('cmd'));
+  });
+  page.on('response', async (r) => {
+    if (!r.url().includes('/lp/poll')) return;
+    const text = await r.text().catch(() => '');
+    const json = text.startsWith('{') ? text : text.slice(text.indexOf('(') + 1, text.lastIndexOf(')'));
+    let body = {};
+    try {
+      body = JSON.parse(json);
+    } catch {
+      log.push('?poll');
+    }
+    for (const f of body.frames || []) frames(typeof f === 'string' ? f : JSON.stringify(f));
+  });
+  return log;
+}
+
+// restartScenario runs the test with the page on WebSocket, or with
+// long-polling when init takes WebSocket away.
+async function restartScenario(init) {
+  try {
+    await restartSteps(init);
+  } finally {
+    await conn?.end().catch(() => {});
+    conn = null;
+    await srv?.stop();
+    srv = null;
+  }
+}
+
+async function restartSteps(init) {
   const dir = tempDir('cometql-restart-');
   srv = await startServer({ dataDir: dir });
   conn = await connectQL(srv.ql);
@@ -49,7 +101,8 @@ test('restart: every message of a logging pipe arrives exactly once, in order', 
   const publish = () => q(`INSERT INTO pipes_messages (name, event, message) VALUES (${str(pipe)}, 'm', '{"n":${++n}}')`);
 
   await q(`INSERT INTO pipes_settings (name, length) VALUES (${str(pipe)}, 1000)`);
-  const page = await openClient(await ctx.make(), { name: 'restart', base, subs: [pipe] });
+  const page = await openClient(await ctx.make(), { name: 'restart', base, subs: [pipe], init });
+  const wire = wireLog(page, pipe);
   await waitSubscribers(pipe, 1, q);
   for (let i = 0; i < 3; i++) await publish();
   await waitEvents(page, pipe, 3);
@@ -59,6 +112,7 @@ test('restart: every message of a logging pipe arrives exactly once, in order', 
   // back before the first messages after the restart are published.
   await conn.end();
   conn = null;
+  const transport = await page.evaluate(() => cometApi.getTransport());
   const { ql: qlAddr, http: httpAddr } = srv;
   const stopped = await srv.stop();
   srv = null;
@@ -76,23 +130,30 @@ test('restart: every message of a logging pipe arrives exactly once, in order', 
     if (!(await page.evaluate(() => cometApi.isConnected()))) whileAway.push(n);
   }
   await page.context().setOffline(false);
-  // Keep publishing while the page reconnects, and a little after.
+  // Keep publishing while the page reconnects and recovers, and a second
+  // after: live messages race the replay of the missed ones.
+  const rate = () => new Promise((r) => setTimeout(r, 10)); // a publish rate, not a wait for a condition
   const end = Date.now() + 30_000;
   while ((await page.evaluate(() => cometApi.isConnected())) === false && Date.now() < end) {
     await publish();
-    await new Promise((r) => setTimeout(r, 40)); // a publish rate, not a wait for a condition
+    await rate();
+  }
+  for (const t = Date.now(); Date.now() - t < 1000; ) {
+    await publish();
+    await rate();
   }
   await waitSubscribers(pipe, 1, q);
   for (let i = 0; i < 5; i++) await publish();
-  console.log(`restart: ${n} messages, ${whileAway.length} published while the page was away (${whileAway.join(' ')})`);
+  console.log(`restart (${transport}): ${n} messages, ${whileAway.length} published while the page was away (${whileAway.join(' ')})`);
   assert.ok(whileAway.length > 0, 'some messages were published while the page was disconnected');
 
-  await waitEvents(page, pipe, n, {}, 20_000).catch(() => {});
+  // The last message arrives last: once it is here, everything sent before it is too.
+  await waitEvents(page, pipe, 1, { 'data.n': n }, 20_000);
   const got = (await events(page, pipe)).map((e) => e.data.n);
   const want = Array.from({ length: n }, (_, i) => i + 1);
   const missing = want.filter((x) => !got.includes(x));
   const twice = got.filter((x, i) => got.indexOf(x) !== i);
-  assert.deepEqual({ missing, twice }, { missing: [], twice: [] }, `received ${got.join(' ')}`);
+  assert.deepEqual({ missing, twice }, { missing: [], twice: [] }, `received ${got.join(' ')}; wire: ${wire.join(' ')}`);
   assert.deepEqual(got, want, 'in publish order');
 
   // The history kept its sequence across the restart.
@@ -100,5 +161,24 @@ test('restart: every message of a logging pipe arrives exactly once, in order', 
   assert.deepEqual(rows.map((r) => JSON.parse(r.message).n), want);
   const idx = rows.map((r) => Number(r.index));
   assert.ok(idx.every((x, i) => i === 0 || x > idx[i - 1]), `index strictly increasing: ${idx.join(' ')}`);
-  await until(async () => (await page.evaluate(() => cometApi.isConnected())) === true, 'the page to stay connected');
-});
+}
+
+const skip = !BIN && 'COMETQL_BIN not set';
+
+test('restart (WebSocket): every message of a logging pipe arrives exactly once, in order', { timeout: 90_000, skip }, () =>
+  restartScenario(undefined),
+);
+
+// TODO: the client loses messages here (jsapi/static/CometServerApi.js,
+// seqFilter): over long-polling its "subscription" and its recovery
+// "pipe_log ... since" are two requests, a message published between them
+// arrives live first (seq 8), moves lastSeq to 8, and the replayed 4..7 that
+// follow are then dropped as old. Typical trace: ">subscription >pipe_log 7
+// 4h 5h 6h 7h 8 9" with 4..6 lost. Make this a plain test once it is fixed.
+const lpTodo = 'the client drops replayed messages older than a live one that arrived first (seqFilter)';
+
+test('restart (long-polling): every message of a logging pipe arrives exactly once, in order', { timeout: 90_000, skip, todo: !skip && lpTodo }, () =>
+  restartScenario(() => {
+    window.WebSocket = undefined;
+  }),
+);
