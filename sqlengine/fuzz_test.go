@@ -81,7 +81,7 @@ func FuzzExecute(f *testing.F) {
 		go func() {
 			select {
 			case <-finished:
-			case <-time.After(10 * time.Second):
+			case <-time.After(30 * time.Second):
 				buf := make([]byte, 1<<20)
 				n := runtime.Stack(buf, true)
 				panic(fmt.Sprintf("%q hangs:\n%s", q, buf[:n]))
