@@ -163,7 +163,9 @@
     function myName() {
         return $('name').value.trim().slice(0, 40) || 'guest';
     }
-    $('name').value = localStorage.getItem(NAME_KEY) || 'guest-' + api.getUUID().slice(0, 4);
+    var saved = null;
+    try { saved = localStorage.getItem(NAME_KEY); } catch (e) { /* private mode */ }
+    $('name').value = saved || 'guest-' + api.getUUID().slice(0, 4);
     $('name').addEventListener('input', function () {
         try { localStorage.setItem(NAME_KEY, myName()); } catch (e) { /* private mode */ }
     });
