@@ -29,6 +29,7 @@ type proc struct {
 	i     int
 	cmd   *exec.Cmd
 	stdin io.WriteCloser
+	done  chan struct{} // closed when the process has exited
 	mu    sync.Mutex
 	enc   *json.Encoder
 }
@@ -68,7 +69,7 @@ func startPool(specs []workerSpec) (*pool, error) {
 			p.kill()
 			return nil, fmt.Errorf("starting worker %d: %w", i, err)
 		}
-		pr := &proc{i: i, cmd: cmd, stdin: stdin, enc: json.NewEncoder(stdin)}
+		pr := &proc{i: i, cmd: cmd, stdin: stdin, done: make(chan struct{}), enc: json.NewEncoder(stdin)}
 		p.procs = append(p.procs, pr)
 		go p.readEvents(pr, stdout)
 		if err := pr.send(command{Op: "init", Spec: &spec}); err != nil {
@@ -92,6 +93,7 @@ func (p *pool) readEvents(pr *proc, r io.Reader) {
 		p.events <- e
 	}
 	err := pr.cmd.Wait()
+	close(pr.done)
 	p.events <- event{Ev: "exit", Worker: pr.i, Msg: fmt.Sprint(err)}
 }
 
@@ -172,29 +174,28 @@ func (p *pool) totals() (connected, failed int64, ops uint64) {
 	return
 }
 
-// close asks every worker to close its connections and exit, waiting up to
-// timeout; stragglers are killed.
+// close asks every worker to close its connections and exit, and waits up
+// to timeout for them to go; stragglers are killed. Workers that already
+// died are skipped.
 func (p *pool) close(timeout time.Duration) {
 	if p.closed {
 		return
 	}
 	p.closed = true
-	if _, err := p.request(command{Op: "close"}, "closed", timeout, nil); err != nil {
-		logf("closing workers: %v", err)
-		p.kill()
-	}
 	for _, pr := range p.procs {
-		pr.stdin.Close()
-	}
-	// Wait for the exits so no zombie is left.
-	deadline := time.After(timeout)
-	for left := len(p.procs); left > 0; {
 		select {
-		case e := <-p.events:
-			if e.Ev == "exit" {
-				left--
-			}
+		case <-pr.done:
+		default:
+			pr.send(command{Op: "close"}) // an error means it is exiting anyway
+		}
+		pr.stdin.Close() // EOF also makes a worker close everything and exit
+	}
+	deadline := time.After(timeout)
+	for _, pr := range p.procs {
+		select {
+		case <-pr.done:
 		case <-deadline:
+			logf("workers did not exit within %v: killing them", timeout)
 			p.kill()
 			return
 		}

@@ -128,3 +128,31 @@ func mustJSON(v any) string {
 	}
 	return string(b)
 }
+
+func TestPoolCloseAfterWorkerDied(t *testing.T) {
+	specs := []workerSpec{{Role: roleChurn, Transport: "ws", HTTPAddr: "127.0.0.1:1"}, {Role: roleChurn, Transport: "ws", HTTPAddr: "127.0.0.1:1"}}
+	p, err := startPool(specs)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer p.kill()
+	if _, err := p.await("ready", 0, 30*time.Second, nil); err != nil {
+		t.Fatal(err)
+	}
+	p.procs[0].cmd.Process.Kill()
+	<-p.procs[0].done
+	// A request now fails instead of hanging.
+	if _, err := p.request(command{Op: "mark"}, "mark", 30*time.Second, nil); err == nil {
+		t.Fatal("request to a dead worker succeeded")
+	}
+	start := time.Now()
+	p.close(30 * time.Second)
+	if time.Since(start) > 10*time.Second {
+		t.Fatal("close waited for the dead worker")
+	}
+	select {
+	case <-p.procs[1].done:
+	default:
+		t.Fatal("live worker still running")
+	}
+}
