@@ -9,6 +9,12 @@ import (
 	"golang.org/x/time/rate"
 )
 
+// senderPrefix starts a message that CppComet's client reads as
+// "A::<user_id>;<text>", taking the sender's id from it when the frame's
+// user_id is 0. Browsers may not send such messages, or an anonymous sender
+// could pose as any user.
+const senderPrefix = "A::"
+
 // The browser commands of SPEC 3.4. Each method answers the browser with its
 // reply frame itself; an error return means nothing was done and the
 // transport should report it with ReportError.
@@ -34,6 +40,9 @@ func (s *Session) WebPublish(ctx context.Context, pipe, event, data string) erro
 	}
 	if err := ValidateMessage(data, h.cfg.MaxMessageBytes); err != nil {
 		return err
+	}
+	if strings.HasPrefix(data, senderPrefix) {
+		return fmt.Errorf("%w: a browser message may not start with %q: CppComet's client reads it as the sender's user id", ErrInvalidMessage, senderPrefix)
 	}
 	if !s.allow() {
 		h.limited.Add(1)

@@ -94,9 +94,10 @@ type Handler interface {
 	// Deliver hands a pipe message to this node's subscribers of the pipe
 	// (except m.Exclude) and returns how many received it.
 	Deliver(m *Message) int
-	// DeliverPrivate hands a private message to this node's live
-	// connections of the user and returns how many received it.
-	DeliverPrivate(dev, user int64, event, data string, t int64) int
+	// DeliverPrivate hands a private message (id assigned once by the
+	// engine, the same on every node) to this node's live connections of
+	// the user and returns how many received it.
+	DeliverPrivate(dev, user int64, id, event, data string, t int64) int
 	// Kick closes this node's live connections of the user (all of them, or
 	// those authenticated by token when token is non-empty).
 	Kick(dev, user int64, token string)

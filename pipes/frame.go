@@ -74,6 +74,17 @@ func appendKey(b []byte, key string) []byte {
 
 func appendInt(b []byte, n int64) []byte { return strconv.AppendInt(b, n, 10) }
 
+// appendUUID adds the message id as the "uuid" key: CppComet's client drops
+// a frame whose uuid it has seen in the last minutes, which is what makes a
+// page connected to several nodes (node: [...]) receive each message once.
+func appendUUID(b []byte, id string) []byte {
+	if id == "" {
+		return b
+	}
+	b = append(b, `,"uuid":`...)
+	return appendString(b, id)
+}
+
 // messageFrame encodes a published message for its subscribers.
 func messageFrame(m *Message) []byte {
 	switch m.Kind {
@@ -87,6 +98,7 @@ func messageFrame(m *Message) []byte {
 		b = appendString(b, m.Pipe)
 		b = append(b, `,"message_send_time":`...)
 		b = appendInt(b, m.Time)
+		b = appendUUID(b, m.ID)
 		return append(b, '}')
 	case KindTrack:
 		b := make([]byte, 0, 128+len(m.Pipe))
@@ -100,6 +112,7 @@ func messageFrame(m *Message) []byte {
 		b = appendInt(b, m.Time)
 		b = append(b, `,"pipe":`...)
 		b = appendString(b, m.Pipe)
+		b = appendUUID(b, m.ID)
 		return append(b, '}')
 	}
 	return appendMessage(make([]byte, 0, 128+len(m.Data)+len(m.Pipe)+len(m.Event)), m, false)
@@ -124,6 +137,7 @@ func appendMessage(b []byte, m *Message, history bool) []byte {
 	if m.ID != "" {
 		b = append(b, `,"id":`...)
 		b = appendString(b, m.ID)
+		b = appendUUID(b, m.ID)
 	}
 	if m.Seq > 0 {
 		b = append(b, `,"seq":`...)
@@ -135,8 +149,9 @@ func appendMessage(b []byte, m *Message, history bool) []byte {
 	return append(b, '}')
 }
 
-// privateFrame encodes a private message on the msg pipe.
-func privateFrame(event, data string, t int64, fromQueue bool) []byte {
+// privateFrame encodes a private message on the msg pipe; id (when not
+// empty) becomes the uuid key.
+func privateFrame(id, event, data string, t int64, fromQueue bool) []byte {
 	b := make([]byte, 0, 96+len(data)+len(event))
 	b = append(b, `{"data":`...)
 	b = appendString(b, data)
@@ -145,6 +160,7 @@ func privateFrame(event, data string, t int64, fromQueue bool) []byte {
 	b = append(b, `,"message_send_time":`...)
 	b = appendInt(b, t)
 	b = append(b, `,"pipe":"msg"`...)
+	b = appendUUID(b, id)
 	if fromQueue {
 		b = append(b, `,"fromQueue":true`...)
 	}
@@ -182,10 +198,14 @@ func ErrorFrame(code, text string, t int64) []byte {
 
 // HandshakeErrorFrame encodes the sys error sent before closing a connection
 // whose handshake failed (SPEC 3.7), e.g. code 418 with text
-// "Invalid request Not assigned client api version".
+// "Invalid request Not assigned client api version". Its top-level "error"
+// key (the code as a string) tells CppComet's client that the error is
+// fatal, so it stops reconnecting; no other frame carries that key.
 func HandshakeErrorFrame(code int, text string, t int64) []byte {
 	b := make([]byte, 0, 128+len(text))
-	b = append(b, `{"data":{"error":`...)
+	b = append(b, `{"error":`...)
+	b = appendString(b, strconv.Itoa(code))
+	b = append(b, `,"data":{"error":`...)
 	b = appendString(b, "Error code "+strconv.Itoa(code)+"("+text+")")
 	b = append(b, `,"error_code":`...)
 	b = strconv.AppendInt(b, int64(code), 10)

@@ -55,16 +55,16 @@ func TestFrames(t *testing.T) {
 		want  map[string]any
 	}{
 		{"message", messageFrame(m), map[string]any{
-			"data": "it's", "event": "ev", "message_send_time": 100.0, "pipe": "web_chat", "user_id": 7.0, "id": "abc", "seq": 3.0}},
+			"data": "it's", "event": "ev", "message_send_time": 100.0, "pipe": "web_chat", "user_id": 7.0, "id": "abc", "uuid": "abc", "seq": 3.0}},
 		{"history", historyFrame(m), map[string]any{
-			"data": "it's", "event": "ev", "message_send_time": 100.0, "pipe": "web_chat", "user_id": 7.0, "id": "abc", "seq": 3.0, "history": true}},
-		{"presence", messageFrame(&Message{Kind: KindPresence, Pipe: "user_status_5", Event: "online", Data: "online", Time: 9}), map[string]any{
-			"data": "online", "event": "online", "pipe": "user_status_5", "message_send_time": 9.0}},
+			"data": "it's", "event": "ev", "message_send_time": 100.0, "pipe": "web_chat", "user_id": 7.0, "id": "abc", "uuid": "abc", "seq": 3.0, "history": true}},
+		{"presence", messageFrame(&Message{Kind: KindPresence, Pipe: "user_status_5", Event: "online", Data: "online", Time: 9, ID: "i9"}), map[string]any{
+			"data": "online", "event": "online", "pipe": "user_status_5", "message_send_time": 9.0, "uuid": "i9"}},
 		{"track", messageFrame(&Message{Kind: KindTrack, Pipe: "track_x", Event: "subscription", Time: 9, Member: Member{UserID: 4, UUID: "u1"}}), map[string]any{
 			"data": map[string]any{"user_id": 4.0, "uuid": "u1"}, "event": "subscription", "pipe": "track_x", "message_send_time": 9.0}},
-		{"private", privateFrame("e", "hi", 5, false), map[string]any{
-			"data": "hi", "event": "e", "message_send_time": 5.0, "pipe": "msg"}},
-		{"queued", privateFrame("e", "hi", 5, true), map[string]any{
+		{"private", privateFrame("p1", "e", "hi", 5, false), map[string]any{
+			"data": "hi", "event": "e", "message_send_time": 5.0, "pipe": "msg", "uuid": "p1"}},
+		{"queued", privateFrame("", "e", "hi", 5, true), map[string]any{
 			"data": "hi", "event": "e", "message_send_time": 5.0, "pipe": "msg", "fromQueue": true}},
 		{"serverInfo", serverInfoFrame(true, "key", 5, "cometql 1"), map[string]any{
 			"authorized": true, "data": "key", "event": "serverInfo", "message_send_time": 5.0, "pipe": "sys", "server": "cometql 1"}},
@@ -73,6 +73,7 @@ func TestFrames(t *testing.T) {
 		{"error", ErrorFrame("forbidden", "no", 5), map[string]any{
 			"data": map[string]any{"error": "no", "code": "forbidden"}, "event": "error", "message_send_time": 5.0, "pipe": "sys"}},
 		{"handshake", HandshakeErrorFrame(418, "Invalid request Not assigned client api version", 5), map[string]any{
+			"error": "418",
 			"data":  map[string]any{"error": "Error code 418(Invalid request Not assigned client api version)", "error_code": 418.0},
 			"event": "error", "message_send_time": 5.0, "pipe": "sys"}},
 		{"answer", answerFrame("web_x", "m", 3, 5), map[string]any{
@@ -124,5 +125,16 @@ func BenchmarkMessageFrame(b *testing.B) {
 	b.ReportAllocs()
 	for b.Loop() {
 		_ = messageFrame(m)
+	}
+}
+
+func TestNewMessageIDUniqueFixedWidth(t *testing.T) {
+	seen := make(map[string]bool, 100000)
+	for i := 0; i < 100000; i++ {
+		id := NewMessageID()
+		if len(id) != 11 || seen[id] {
+			t.Fatalf("id %q (len %d, seen %v)", id, len(id), seen[id])
+		}
+		seen[id] = true
 	}
 }

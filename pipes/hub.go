@@ -307,7 +307,7 @@ func (h *Hub) Deliver(m *Message) int {
 }
 
 // DeliverPrivate implements Handler.
-func (h *Hub) DeliverPrivate(dev, user int64, event, data string, t int64) int {
+func (h *Hub) DeliverPrivate(dev, user int64, id, event, data string, t int64) int {
 	k := userKey{dev, user}
 	sh := h.userShard(k)
 	sh.mu.RLock()
@@ -316,7 +316,7 @@ func (h *Hub) DeliverPrivate(dev, user int64, event, data string, t int64) int {
 		sh.mu.RUnlock()
 		return 0
 	}
-	frame := privateFrame(event, data, t, false)
+	frame := privateFrame(id, event, data, t, false)
 	for _, s := range list {
 		s.sendPrivate(frame)
 	}

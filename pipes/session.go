@@ -122,7 +122,7 @@ func (h *Hub) Open(ctx context.Context, info SessionInfo, sink Sink) (*Session, 
 	s.send(serverInfoFrame(true, info.Key, h.now(), h.cfg.Server))
 	for i := range queue {
 		q := &queue[i]
-		s.send(privateFrame(q.Event, q.Data, q.Time, true))
+		s.send(privateFrame("", q.Event, q.Data, q.Time, true))
 	}
 	if len(queue) > 0 {
 		h.private.Add(uint64(len(queue)))
@@ -208,8 +208,12 @@ func (s *Session) Subscribe(ctx context.Context, names []string) []error {
 	order := make([]string, 0, len(names))
 	overflow := 0
 	for _, n := range names {
-		if n == "" || n == "msg" {
-			continue // msg needs no subscription; empty lines are padding
+		if n == "" || n == "msg" || IsServerPipe(n) {
+			// msg needs no subscription, and server replies (sys,
+			// _answer*) reach the connection anyway: CppComet's client
+			// lists them when a page listens to them. Empty lines are
+			// padding.
+			continue
 		}
 		if _, dup := want[n]; dup {
 			continue
