@@ -115,9 +115,9 @@ type Hub struct {
 	node  string
 	seed  maphash.Seed
 
-	pipes    [shardCount]pipeShard
-	userMap  [shardCount]userShard
-	sessions [shardCount]sessionShard
+	pipes     [shardCount]pipeShard
+	userMap   [shardCount]userShard
+	sessions  [shardCount]sessionShard
 	devOnline sync.Map // int64 -> *atomic.Int64
 
 	nextID atomic.Uint64
