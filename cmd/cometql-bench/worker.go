@@ -55,8 +55,9 @@ type sub struct {
 
 	mu     sync.Mutex
 	tr     subTracker
-	ready  bool // connected and subscribed
-	gone   bool // disconnected by the other side
+	recv   uint64 // our messages received, duplicates included
+	ready  bool   // connected and subscribed
+	gone   bool   // disconnected by the other side
 	errs   uint32
 	bad    uint32
 	closer func()
@@ -271,6 +272,7 @@ func (w *worker) onFrame(s *sub, frame []byte, now int64) {
 		r := classifyFrame(obj)
 		switch r.kind {
 		case frameMessage:
+			s.recv++
 			w.deliveries.Add(1)
 			w.lat.record(s.idx, now-r.p.T)
 			s.tr.add(r.p.W, r.p.S)
@@ -332,7 +334,6 @@ func (w *worker) report() workerReport {
 	r.Connected = w.connected.Load()
 	r.Failed = w.failed.Load()
 	r.Disconnects = w.disconnects.Load()
-	r.Deliveries = w.deliveries.Load()
 	r.PollErrors = w.pollErrors.Load()
 	r.Latency = w.lat.snapshot()
 	r.Ops = w.ops.Load()
@@ -341,6 +342,7 @@ func (w *worker) report() workerReport {
 	for _, s := range w.subs {
 		s.mu.Lock()
 		uniq, dup, ooo := s.tr.totals()
+		r.Deliveries += s.recv // counted with uniq, so the two agree
 		r.Unique += uniq
 		r.Duplicated += dup
 		r.OutOfOrder += ooo
