@@ -30,11 +30,12 @@ type conn struct {
 	sess *sqlengine.Session
 	w    packetWriter
 
-	pendingDB string // database named in the handshake, checked after auth
-	cs        uint16 // collation of text columns
-	multi     bool   // multi-statements enabled
-	stmts     map[*stmt.PreparedStmt]*sqlengine.Stmt
-	closeNow  bool // close after the current command
+	pendingDB  string // database named in the handshake, checked after auth
+	authFailed bool   // the handshake ended with access denied
+	cs         uint16 // collation of text columns
+	multi      bool   // multi-statements enabled
+	stmts      map[*stmt.PreparedStmt]*sqlengine.Stmt
+	closeNow   bool // close after the current command
 
 	mu     sync.Mutex // guards the fields below (read by Processes)
 	id     uint32
@@ -65,6 +66,7 @@ func (s *Server) serveConn(nc net.Conn) {
 	}
 	defer s.open.Add(-1)
 	g := newGuardConn(nc, s.cfg.MaxQueryBytes, s.cfg.WriteTimeout)
+	g.stallTimeout = s.cfg.HandshakeTimeout
 	c := &conn{srv: s, g: g, stmts: map[*stmt.PreparedStmt]*sqlengine.Stmt{}, since: time.Now(), host: hostOf(nc.RemoteAddr())}
 	s.mu.Lock()
 	s.conns[c] = struct{}{}
@@ -79,7 +81,14 @@ func (s *Server) serveConn(nc net.Conn) {
 	_ = nc.SetDeadline(time.Now().Add(s.cfg.HandshakeTimeout))
 	mc, err := s.my.NewCustomizedConn(g, c, c)
 	if err != nil {
-		s.log.Debug("CometQL handshake failed", "remote", nc.RemoteAddr().String(), "err", err)
+		switch {
+		case c.authFailed:
+		case errors.Is(g.readErr, os.ErrDeadlineExceeded):
+			s.stats.handshakeTimeouts.Add(1)
+		default:
+			s.stats.handshakeErrors.Add(1)
+		}
+		s.log.Debug("CometQL handshake failed", "remote", c.host, "err", err)
 		return
 	}
 	_ = nc.SetDeadline(time.Time{})
@@ -112,8 +121,17 @@ func (s *Server) serveConn(nc net.Conn) {
 			err = ferr
 		}
 		if err != nil {
-			if errors.Is(g.readErr, os.ErrDeadlineExceeded) && !g.closingNow() && g.phase != phasePassthrough {
-				s.timeout(nc)
+			if errors.Is(g.readErr, os.ErrDeadlineExceeded) && !g.closingNow() {
+				switch {
+				case g.stalled:
+					s.stats.readTimeouts.Add(1)
+					s.log.Debug("CometQL client stopped sending a command packet: closing", "remote", c.host, "after", s.cfg.HandshakeTimeout)
+				case g.phase != phasePassthrough:
+					s.stats.idleTimeouts.Add(1)
+					s.timeout(nc)
+				default:
+					s.stats.idleTimeouts.Add(1)
+				}
 			}
 			return
 		}
@@ -124,6 +142,7 @@ func (s *Server) serveConn(nc net.Conn) {
 // over TLS: the packet would have to go through the TLS session).
 func (s *Server) timeout(nc net.Conn) {
 	e := &mysql.MyError{Code: 4031, State: "HY000", Message: "The client was disconnected by the server because of inactivity. See wait_timeout and interactive_timeout for configuring this behavior."}
+	s.stats.countCode(e.Code)
 	_ = nc.SetWriteDeadline(time.Now().Add(time.Second))
 	b := errPacket([]byte{0, 0, 0, 0}, e)
 	n := len(b) - 4
@@ -209,7 +228,7 @@ func (c *conn) OnAuthSuccess(mc *server.Conn) error {
 	c.sess.SetClientHost(c.host)
 	if c.pendingDB != "" {
 		if err := c.sess.UseDB(c.pendingDB); err != nil {
-			return err
+			return c.srv.stats.countErr(err)
 		}
 	}
 	c.mu.Lock()
@@ -220,7 +239,16 @@ func (c *conn) OnAuthSuccess(mc *server.Conn) error {
 }
 
 // OnAuthFailure implements server.AuthenticationHandler.
+// go-mysql calls it for every failed handshake; only a wrong user or
+// password is "access denied" (timeouts and malformed packets are counted
+// and logged by serveConn).
 func (c *conn) OnAuthFailure(mc *server.Conn, err error) {
+	var me *mysql.MyError
+	if !errors.As(err, &me) || me.Code != mysql.ER_ACCESS_DENIED_ERROR {
+		return
+	}
+	c.authFailed = true
+	c.srv.stats.countCode(mysql.ER_ACCESS_DENIED_ERROR)
 	c.srv.log.Info("CometQL access denied", "user", mc.GetUser(), "remote", c.host)
 }
 
@@ -248,7 +276,7 @@ func (c *conn) ctx() context.Context { return c.srv.base }
 func (c *conn) HandleQuery(query string) (*mysql.Result, error) {
 	c.g.setBusy()
 	if len(query) > c.srv.cfg.MaxQueryBytes {
-		return nil, tooLarge()
+		return nil, c.srv.stats.countErr(tooLarge())
 	}
 	c.setQuery(query)
 	if c.multi {
@@ -299,7 +327,7 @@ func tooLarge() *mysql.MyError {
 func (c *conn) HandleFieldList(table string, wildcard string) ([]*mysql.Field, error) {
 	cols, err := c.sess.FieldList(table, wildcard)
 	if err != nil {
-		return nil, err
+		return nil, c.srv.stats.countErr(err)
 	}
 	out := make([]*mysql.Field, len(cols))
 	for i, col := range cols {
@@ -314,7 +342,7 @@ func (c *conn) HandleStmtPrepare(query string) (int, int, any, error) {
 	c.g.setBusy()
 	st, err := c.sess.Prepare(query)
 	if err != nil {
-		return 0, 0, nil, toMyError(err)
+		return 0, 0, nil, c.srv.stats.countErr(toMyError(err))
 	}
 	ps := &stmt.PreparedStmt{Params: st.ParamCount(), Columns: len(st.Columns())}
 	for range ps.Params {
@@ -373,6 +401,10 @@ const (
 // statements on/off), COM_CHANGE_USER, COM_RESET_CONNECTION, and the
 // stand-in of a dropped oversized packet.
 func (c *conn) HandleOtherCommand(cmd byte, data []byte) error {
+	return c.srv.stats.countErr(c.otherCommand(cmd, data))
+}
+
+func (c *conn) otherCommand(cmd byte, data []byte) error {
 	switch cmd {
 	case cmdTooLarge:
 		if tl, longData := c.g.takeTooLarge(); tl {
@@ -501,7 +533,9 @@ func (c *conn) status(more bool) uint16 {
 // writeError writes an error packet; it returns an error only when the
 // write failed.
 func (c *conn) writeError(err error) error {
-	return c.c.WritePacket(errPacket(c.w.begin(), toMyError(err)))
+	me := toMyError(err)
+	c.srv.stats.countCode(me.Code)
+	return c.c.WritePacket(errPacket(c.w.begin(), me))
 }
 
 // writeResult writes an OK packet or a result set (binary rows for

@@ -36,6 +36,7 @@ type guardConn struct {
 	net.Conn
 	limit        int // largest accepted command payload
 	writeTimeout time.Duration
+	stallTimeout time.Duration // a started command packet must progress this often
 
 	// inbound framing
 	phase    phase
@@ -67,6 +68,7 @@ type guardConn struct {
 	seqShift byte
 	writeErr error
 	readErr  error
+	stalled  bool // readErr is the deadline of a read inside a command packet
 
 	mu      sync.Mutex
 	busy    bool
@@ -143,14 +145,23 @@ func (g *guardConn) Read(p []byte) (int, error) {
 		// to a small buffer of the connection's own; inside a packet, more
 		// bytes are on their way and a pooled 16 KiB buffer takes them.
 		buf := g.small[:]
-		if g.left > 0 || g.hn > 0 {
+		inPacket := g.left > 0 || g.hn > 0
+		if inPacket {
 			if g.rbuf == nil {
 				g.rbuf = readBufs.Get().(*[]byte)
 			}
 			buf = *g.rbuf
+			if g.phase == phaseCommand && g.stallTimeout > 0 {
+				// A client that announced a packet must keep sending it
+				// (the idle deadline only applies between commands).
+				_ = g.Conn.SetReadDeadline(time.Now().Add(g.stallTimeout))
+			}
 		}
 		n, err := g.Conn.Read(buf)
 		g.noteRead(n, err)
+		if err != nil && inPacket && g.phase == phaseCommand {
+			g.stalled = true
+		}
 		g.src = buf[:n]
 		g.srcErr = err
 		g.releaseSrc()

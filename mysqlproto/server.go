@@ -23,7 +23,9 @@
 //     CLIENT_MULTI_STATEMENTS or COM_SET_OPTION), COM_CHANGE_USER (PHP's
 //     persistent connections), COM_RESET_CONNECTION.
 //   - Connection limit (1040), handshake and idle timeouts (4031 like MySQL
-//     8), graceful Shutdown.
+//     8), a timeout for a command packet left unfinished (slowloris),
+//     accept errors (out of file descriptors) waited out with one log line
+//     a second at most, counters for metrics (Stats), graceful Shutdown.
 package mysqlproto
 
 import (
@@ -56,8 +58,10 @@ type Config struct {
 	// MaxConnections caps open connections (default 1000); one more gets
 	// error 1040 and is closed.
 	MaxConnections int
-	// HandshakeTimeout bounds the handshake and authentication (default
-	// 10s).
+	// HandshakeTimeout bounds the handshake and authentication, and how
+	// long a client that started sending a command packet may leave it
+	// unfinished without sending more (slowloris protection; not over TLS,
+	// whose records the guard does not see) (default 10s).
 	HandshakeTimeout time.Duration
 	// IdleTimeout closes connections idle for this long (default 8h, like
 	// MySQL's wait_timeout).
@@ -124,6 +128,8 @@ type Server struct {
 	closing   atomic.Bool
 	wg        sync.WaitGroup
 	open      atomic.Int64
+
+	stats counters
 }
 
 var _ sqlengine.Frontend = (*Server)(nil)
@@ -198,7 +204,10 @@ func (s *Server) Serve(ln net.Listener) error {
 		delete(s.listeners, ln)
 		s.mu.Unlock()
 	}()
-	var delay time.Duration
+	var (
+		delay   time.Duration
+		lastLog time.Time
+	)
 	for {
 		nc, err := ln.Accept()
 		if err != nil {
@@ -208,8 +217,14 @@ func (s *Server) Serve(ln net.Listener) error {
 			if !temporary(err) {
 				return err
 			}
+			// Out of file descriptors (or another passing failure): wait,
+			// 5 ms doubling to 1 s, and say so at most once a second.
 			delay = min(max(2*delay, 5*time.Millisecond), time.Second)
-			s.log.Warn("CometQL accept error; retrying", "err", err, "delay", delay)
+			s.stats.acceptErrors.Add(1)
+			if time.Since(lastLog) >= time.Second {
+				lastLog = time.Now()
+				s.log.Error("CometQL accept failed: accepting paused", "err", err, "retry_in", delay)
+			}
 			time.Sleep(delay)
 			continue
 		}
@@ -311,6 +326,7 @@ func (s *Server) Processes(dev int64) []sqlengine.Process {
 // reject answers a connection that cannot be served (over the limit,
 // shutting down): an error packet in place of the greeting, then close.
 func (s *Server) reject(nc net.Conn, e *mysql.MyError) {
+	s.stats.countCode(e.Code)
 	_ = nc.SetWriteDeadline(time.Now().Add(time.Second))
 	b := errPacket([]byte{0, 0, 0, 0}, e)
 	n := len(b) - 4
