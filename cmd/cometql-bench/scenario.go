@@ -374,14 +374,18 @@ func (r *runner) idle() error {
 	}
 	// The window is the settled, idle time: server CPU there is the cost of
 	// keeping connections open (pings, timers).
-	r.win0 = r.srv.sample()
+	if err := r.openWindow(); err != nil {
+		return err
+	}
 	r.waitSubscribed(conn.Connected)
 	r.after = r.srv.sample()
 	if o.Hold > 0 {
 		r.logf("holding %d connections for %v", conn.Connected, o.Hold)
 		time.Sleep(o.Hold)
 	}
-	r.win1 = r.srv.sample()
+	if err := r.closeWindow(); err != nil {
+		return err
+	}
 	rep, err := r.report()
 	if err != nil {
 		return err
