@@ -162,11 +162,13 @@ func (s *Session) UserStatus(ctx context.Context, user int64) error {
 
 // ReportError sends a sys error frame describing err to the browser.
 func (s *Session) ReportError(err error) {
-	s.send(ErrorFrame(ErrorCode(err), ErrorText(err), s.hub.now()))
+	s.SendError(ErrorCode(err), ErrorText(err))
 }
 
-// SendError sends a sys error frame with an explicit code.
+// SendError sends a sys error frame with an explicit code, counted in
+// Stats.Errors. Codes are the server's own constants.
 func (s *Session) SendError(code, text string) {
+	s.hub.countError(code)
 	s.send(ErrorFrame(code, text, s.hub.now()))
 }
 

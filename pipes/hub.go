@@ -103,6 +103,9 @@ type Stats struct {
 	Queued        uint64 // private messages queued for offline users
 	WebPublished  uint64 // browser publishes
 	RateLimited   uint64 // commands refused by a rate limit
+	// Errors counts the sys error frames sent to browsers, by code
+	// ("too_many_subscriptions", "rate_limited", "message_too_large", ...).
+	Errors map[string]uint64
 }
 
 // Hub routes messages between front ends and sessions. It is safe for
@@ -127,6 +130,9 @@ type Hub struct {
 	published, delivered     atomic.Uint64
 	private, queued          atomic.Uint64
 	webPublished, limited    atomic.Uint64
+
+	errMu  sync.Mutex
+	errors map[string]uint64 // sys error frames by code
 }
 
 var _ Handler = (*Hub)(nil)
@@ -211,7 +217,27 @@ func (h *Hub) Stats() Stats {
 		Queued:        h.queued.Load(),
 		WebPublished:  h.webPublished.Load(),
 		RateLimited:   h.limited.Load(),
+		Errors:        h.errorCounts(),
 	}
+}
+
+func (h *Hub) countError(code string) {
+	h.errMu.Lock()
+	if h.errors == nil {
+		h.errors = map[string]uint64{}
+	}
+	h.errors[code]++
+	h.errMu.Unlock()
+}
+
+func (h *Hub) errorCounts() map[string]uint64 {
+	h.errMu.Lock()
+	defer h.errMu.Unlock()
+	out := make(map[string]uint64, len(h.errors))
+	for k, v := range h.errors {
+		out[k] = v
+	}
+	return out
 }
 
 func (h *Hub) pipeShard(k pipeKey) *pipeShard {

@@ -411,3 +411,20 @@ func TestCountsAndMembers(t *testing.T) {
 	}
 	expect(t, sa.next(t), "pipe", "_answer_user_status", "event", "user_status_1", "data", map[string]any{"online": true, "last_online_time": 0})
 }
+
+func TestErrorFramesCounted(t *testing.T) {
+	f := newFixture(t, pipes.Config{MaxSubscriptions: 2, MaxConnectionsPerUser: 1})
+	ctx := context.Background()
+	s, _ := f.open(t, 0)
+	for _, err := range s.Subscribe(ctx, []string{"a1", "a2", "a3", "bad.name"}) {
+		s.ReportError(err)
+	}
+	f.open(t, 4)
+	f.open(t, 4) // too many devices
+	got := f.hub.Stats().Errors
+	for code, want := range map[string]uint64{"too_many_subscriptions": 1, "invalid_pipe": 1, "too_many_devices": 1} {
+		if got[code] != want {
+			t.Errorf("errors[%s] = %d, want %d (%v)", code, got[code], want, got)
+		}
+	}
+}

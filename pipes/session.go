@@ -111,10 +111,10 @@ func (h *Hub) Open(ctx context.Context, info SessionInfo, sink Sink) (*Session, 
 		s.send(serverInfoFrame(false, "", h.now(), h.cfg.Server))
 		if err != nil {
 			h.log.Warn("user connect failed", "dev", info.DevID, "user", info.UserID, "err", err)
-			s.send(ErrorFrame("500", "authorization is unavailable right now: "+err.Error(), h.now()))
+			s.SendError("500", "authorization is unavailable right now: "+err.Error())
 		} else {
-			s.send(ErrorFrame("too_many_devices", fmt.Sprintf(
-				"user %d already has %d live connections: this one is not authorized", info.UserID, h.cfg.MaxConnectionsPerUser), h.now()))
+			s.SendError("too_many_devices", fmt.Sprintf(
+				"user %d already has %d live connections: this one is not authorized", info.UserID, h.cfg.MaxConnectionsPerUser))
 		}
 		return s, nil
 	}
@@ -201,7 +201,7 @@ func (s *Session) Subscribe(ctx context.Context, names []string) []error {
 		if len(errs) < maxReportedErrors {
 			errs = append(errs, err)
 		} else if len(errs) == maxReportedErrors {
-			errs = append(errs, errors.New("more names were refused; the rest of the list was ignored"))
+			errs = append(errs, errors.New("more names were refused (not reported one by one)"))
 		}
 	}
 	want := make(map[string]struct{}, len(names))
