@@ -370,7 +370,10 @@ func classify(err error) error {
 		switch {
 		case se.Code == sqlite3.ErrFull || se.SystemErrno == syscall.ENOSPC || se.SystemErrno == syscall.EDQUOT:
 			return &kindError{kind: ErrDiskFull, err: err}
-		case se.Code == sqlite3.ErrReadonly || se.SystemErrno == syscall.EROFS:
+		case se.Code == sqlite3.ErrReadonly || se.SystemErrno == syscall.EROFS ||
+			// A write refused on a file made immutable (chattr +i) or
+			// whose permissions were taken away under the running server.
+			se.SystemErrno == syscall.EPERM || se.SystemErrno == syscall.EACCES:
 			return &kindError{kind: ErrReadOnly, err: err}
 		}
 	}

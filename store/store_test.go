@@ -9,8 +9,11 @@ import (
 	"path/filepath"
 	"strings"
 	"sync"
+	"syscall"
 	"testing"
 	"time"
+
+	"github.com/mattn/go-sqlite3"
 
 	"github.com/cometql/cometql/pipes"
 )
@@ -569,5 +572,34 @@ func TestBatchManyFailures(t *testing.T) {
 				t.Errorf("%d writes failed, want 5", st.Failed)
 			}
 		})
+	}
+}
+
+// TestClassify: database errors wrap the sentinel that tells an operator
+// what to fix, whatever SQLite's own code for them.
+func TestClassify(t *testing.T) {
+	for _, c := range []struct {
+		name string
+		err  sqlite3.Error
+		want error
+	}{
+		{"SQLITE_FULL", sqlite3.Error{Code: sqlite3.ErrFull}, ErrDiskFull},
+		{"write: ENOSPC", sqlite3.Error{Code: sqlite3.ErrIoErr, ExtendedCode: sqlite3.ErrIoErrWrite, SystemErrno: syscall.ENOSPC}, ErrDiskFull},
+		{"write: EDQUOT", sqlite3.Error{Code: sqlite3.ErrIoErr, ExtendedCode: sqlite3.ErrIoErrWrite, SystemErrno: syscall.EDQUOT}, ErrDiskFull},
+		{"SQLITE_READONLY", sqlite3.Error{Code: sqlite3.ErrReadonly}, ErrReadOnly},
+		{"write: EROFS", sqlite3.Error{Code: sqlite3.ErrIoErr, ExtendedCode: sqlite3.ErrIoErrWrite, SystemErrno: syscall.EROFS}, ErrReadOnly},
+		{"write: EPERM (chattr +i)", sqlite3.Error{Code: sqlite3.ErrIoErr, ExtendedCode: sqlite3.ErrIoErrWrite, SystemErrno: syscall.EPERM}, ErrReadOnly},
+		{"open: EACCES", sqlite3.Error{Code: sqlite3.ErrCantOpen, SystemErrno: syscall.EACCES}, ErrReadOnly},
+		{"write: EIO", sqlite3.Error{Code: sqlite3.ErrIoErr, ExtendedCode: sqlite3.ErrIoErrWrite, SystemErrno: syscall.EIO}, nil},
+	} {
+		err := classify(fmt.Errorf("wrapped: %w", c.err))
+		if !errors.Is(err, pipes.ErrStore) {
+			t.Errorf("%s: %v does not wrap pipes.ErrStore", c.name, err)
+		}
+		for _, kind := range []error{ErrDiskFull, ErrReadOnly} {
+			if errors.Is(err, kind) != (kind == c.want) {
+				t.Errorf("%s: %v: errors.Is(%v) = %v", c.name, err, kind, !(kind == c.want))
+			}
+		}
 	}
 }
