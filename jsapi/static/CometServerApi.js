@@ -10,7 +10,11 @@
  *     localStorage events where BroadcastChannel is missing);
  *   - reconnection with jittered exponential backoff (capped at 30 s);
  *   - recovery: for pipes whose frames carry `seq`, messages missed while
- *     disconnected are fetched with `pipe_log ... since` and delivered once;
+ *     disconnected are fetched with `pipe_log ... since` and delivered once,
+ *     in seq order, before the live messages that raced them;
+ *   - a message one tab sends with web_pipe_send reaches the other tabs of
+ *     the browser once the server accepted it (the server does not send it
+ *     back to the shared connection), as it would with one connection each;
  *   - a long-polling fallback (/lp/...) when WebSocket does not work;
  *   - unsubscribing sends the reduced pipe list to the server.
  * Plain ES5, no dependencies, never uses eval.
@@ -41,6 +45,7 @@
     var LOCK_ROLL_TICKS = 10;            // lock election: roll call every 10 ticks
     var LEADER_CONNECT_DELAY = 150;      // a new leader waits this long for the other tabs' pipes
     var LOG_WINDOW_MS = 30000;           // how long an explicit get_pipe_log replay is expected
+    var REC_MS = 15000;                  // a recovery whose end never shows is over after this long without progress
     var ONCE_TTL = 600000;               // unanswered one-shot callbacks are dropped after 10 min
     var MAX_QUEUE = 1000;                // commands kept while disconnected
     var PIPE_RE = /^[A-Za-z0-9_-]{2,64}$/;
@@ -269,8 +274,10 @@
     var pipeRefs = dict(); // server pipe -> number of this tab's subscriptions needing it
     var pipeOrder = [];   // this tab's server pipes in subscription order
     var once = dict();    // marker -> {cb, at}
-    var lastSeq = dict(); // pipe -> highest seq seen on the connection
+    var lastSeq = dict(); // pipe -> highest seq delivered (those below it were delivered or are gone)
     var logWin = dict();  // pipe -> open get_pipe_log window {until, wait, seen}
+    var recs = dict();    // pipe -> recovery in flight {until, held: seq -> live frame waiting for it}
+    var recMark = null;   // marker of the reply that ends the recoveries in flight
     var authorized;       // undefined until the server told us
     var authCbs = { ok: [], fail: [] };
     var startCbs = [];
@@ -293,44 +300,146 @@
         }
     }
 
+    // mergeSeq adopts the leader's seq marks (a tab that just joined, or
+    // the start of a recovery); frames held below a raised mark are delivered.
     function mergeSeq(map) {
         if (!map) { return; }
+        var out = [];
         for (var k in map) {
             if (hasOwn.call(map, k) && typeof map[k] === 'number' && !(lastSeq[k] >= map[k])) {
+                if (recs[k]) { take(k, recs[k], map[k] + 1, out); }
                 lastSeq[k] = map[k];
             }
         }
+        routeAll(out);
     }
-
-    var DROP = 0, AS_IS = 1, AS_LIVE = 2;
 
     function openLogWindow(pipe) {
         logWin[pipe] = { until: tab.connected ? now() + LOG_WINDOW_MS : 0, wait: !tab.connected, seen: dict() };
     }
 
-    // seqFilter decides whether a frame carrying seq is delivered, and keeps
-    // lastSeq. Live frames: only when newer than anything seen. History frames:
-    // inside an explicit get_pipe_log window, each seq once; otherwise only when
-    // they fill a gap after the last seen message (recovery), and then they are
-    // delivered as live messages. Returns DROP, AS_IS or AS_LIVE.
-    function seqFilter(pipe, seq, hist) {
-        var last = lastSeq[pipe];
+    // Recovery (SPEC 6.2). After a reconnection the leader sends the pipe
+    // list, then "pipe_log <pipe> <marker> <since>" for each pipe with a
+    // known seq, then a user_data request whose reply (marker recMark) comes
+    // after every replayed frame: the server runs one connection's commands
+    // in order. Until then a live frame that leaves a gap after the last
+    // delivered seq is held: the replay fills the gap first, and the held
+    // frames follow in seq order. Over long-polling the commands are separate
+    // requests, so live frames often arrive before the replay. Outside a
+    // recovery a gap is normal (the server never sends a connection its own
+    // web_pipe_send messages) and is not waited for.
+
+    // beginRecovery starts recoveries from the marks in q (pipe -> since);
+    // every tab of the connection runs it.
+    function beginRecovery(q, mark) {
+        mergeSeq(q);
+        recMark = mark;
+        for (var p in q) {
+            if (hasOwn.call(q, p) && typeof q[p] === 'number') {
+                if (!recs[p]) { recs[p] = { held: dict() }; }
+                recs[p].until = now() + REC_MS;
+            }
+        }
+    }
+
+    // endRecoveries delivers what was held, in seq order: the replays are
+    // over (or, with t, the recoveries without progress since t).
+    function endRecoveries(t) {
+        var out = [];
+        if (!t) { recMark = null; }
+        for (var p in recs) {
+            if (hasOwn.call(recs, p) && (!t || t > recs[p].until)) {
+                var r = recs[p];
+                delete recs[p];
+                take(p, r, Infinity, out);
+            }
+        }
+        routeAll(out);
+    }
+
+    // take moves the held frames of recovery r with seq below `below` to
+    // out, in seq order, and raises lastSeq past them.
+    function take(pipe, r, below, out) {
+        var list = [];
+        var k;
+        for (k in r.held) {
+            if (+k < below) { list.push(+k); }
+        }
+        list.sort(function (a, b) { return a - b; });
+        for (var i = 0; i < list.length; i++) {
+            k = list[i];
+            out.push([r.held[k], false]);
+            delete r.held[k];
+            if (!(lastSeq[pipe] >= k)) { lastSeq[pipe] = k; }
+        }
+    }
+
+    // drain moves held frames that now follow lastSeq without a gap to out.
+    function drain(pipe, r, out) {
+        var n;
+        while (r.held[n = lastSeq[pipe] + 1]) {
+            out.push([r.held[n], false]);
+            delete r.held[n];
+            lastSeq[pipe] = n;
+        }
+    }
+
+    // seqFrame decides what a frame carrying seq delivers, and keeps lastSeq.
+    // Returns the frames to route, in order, as [frame, history] pairs.
+    // Live frames: each seq once, held during a recovery when they leave a
+    // gap. History frames: inside an explicit get_pipe_log window, each seq
+    // once, as history; otherwise only when newer than anything delivered
+    // (a recovery), and then as live messages. A replay comes oldest first,
+    // so held frames older than one of its frames were not in it.
+    function seqFrame(f, pipe, hist) {
+        var seq = f.seq;
+        var t = now();
+        var out = [];
         var w = logWin[pipe];
-        if (w && !w.wait && now() > w.until) {
+        if (w && !w.wait && t > w.until) {
             delete logWin[pipe];
             w = null;
         }
-        var res = last === undefined ? (hist ? DROP : AS_IS) : (seq > last ? (hist ? AS_LIVE : AS_IS) : DROP);
-        if (w) {
-            if (w.seen[seq]) {
-                res = DROP;
-            } else if (hist) {
-                res = AS_IS;
-            }
-            if (res !== DROP) { w.seen[seq] = 1; }
+        var r = recs[pipe];
+        if (r && t > r.until) {
+            delete recs[pipe];
+            take(pipe, r, Infinity, out);
+            r = null;
         }
-        if (last === undefined || seq > last) { lastSeq[pipe] = seq; }
-        return res;
+        var last = lastSeq[pipe];
+        var held = r ? r.held[seq] : null;
+        if (hist) {
+            if (r) {
+                r.until = t + REC_MS;
+                take(pipe, r, seq, out);
+                if (held) { delete r.held[seq]; }
+            }
+            if (w) {
+                if (!w.seen[seq]) {
+                    w.seen[seq] = 1;
+                    out.push([f, true]);
+                } else if (held) {
+                    out.push([held, false]);
+                }
+            } else if (last === undefined) {
+                return out; // history of a pipe this tab never saw and did not ask for
+            } else if (held || seq > last) {
+                out.push([held || f, false]);
+            }
+            if (!(lastSeq[pipe] >= seq)) { lastSeq[pipe] = seq; }
+            if (r) { drain(pipe, r, out); }
+            return out;
+        }
+        if (seq <= last || held || (w && w.seen[seq])) { return out; }
+        if (w) { w.seen[seq] = 1; }
+        if (r && seq > last + 1) {
+            r.held[seq] = f; // the replay in flight fills the gap first
+            return out;
+        }
+        lastSeq[pipe] = seq;
+        out.push([f, false]);
+        if (r) { drain(pipe, r, out); }
+        return out;
     }
 
     function isEventName(e) {
@@ -358,13 +467,25 @@
             return;
         }
 
+        if (f.marker && f.marker === recMark) {
+            endRecoveries(0); // every replay asked for before it has arrived
+            return;
+        }
         var hist = f.history === true;
         if (typeof pipe === 'string' && typeof f.seq === 'number' && isFinite(f.seq)) {
-            var how = seqFilter(pipe, f.seq, hist);
-            if (how === DROP) { return; }
-            if (how === AS_LIVE) { hist = false; }
+            routeAll(seqFrame(f, pipe, hist));
+        } else {
+            route(f, hist);
         }
+    }
 
+    function routeAll(list) {
+        for (var i = 0; i < list.length; i++) { route(list[i][0], list[i][1]); }
+    }
+
+    // route delivers one frame to this tab's callbacks; hist: as history.
+    function route(f, hist) {
+        var pipe = f.pipe;
         var msg = {
             data: parseData(f.data),
             server_info: {
@@ -454,7 +575,10 @@
     //         (h = true asks the leader to announce itself)
     //   cmd   follower -> leader: c = one command text to send
     //   rst   follower -> leader: reconnect, k = user key to use
-    //   f     leader -> all: f = frames received from the server
+    //   f     leader -> all: f = frames received from the server (x: the
+    //         tab that must not handle them: a copy of its own message)
+    //   rec   leader -> all: recoveries start, q = pipe -> since, m = the
+    //         marker of the reply that ends them
     //   st    leader -> all: r = connected or not
     //   claim candidate -> all (heartbeat election only)
     //   bye   any -> all: the tab leaves the group
@@ -632,7 +756,7 @@
         announce();
         var pend = tab.pending;
         tab.pending = [];
-        for (var i = 0; i < pend.length; i++) { sendCmd(pend[i]); }
+        for (var i = 0; i < pend.length; i++) { sendCmd(pend[i], tab.id); }
         tab.startT = cancel(tab.startT);
         tab.startT = later(function () {
             tab.startT = null;
@@ -647,6 +771,7 @@
             // Commands this tab could not send yet go to the new leader.
             tab.pending = cx.out.concat(tab.pending);
             cx.out = [];
+            cx.pubs = [];
         }
         tab.leader = false;
         tab.leaderId = leaderId;
@@ -702,7 +827,7 @@
             }
             return;
         case 'cmd':
-            if (tab.leader === true && typeof m.c === 'string') { sendCmd(m.c); }
+            if (tab.leader === true && typeof m.c === 'string') { sendCmd(m.c, m.s); }
             return;
         case 'rst':
             if (tab.leader === true) {
@@ -716,8 +841,11 @@
         case 'f':
             if (tab.leader !== true && m.f && m.f.length) {
                 tab.leaderAt = now();
-                handleFrames(m.f);
+                if (m.x !== tab.id) { handleFrames(m.f); }
             }
+            return;
+        case 'rec':
+            if (tab.leader !== true && m.q && typeof m.m === 'string') { beginRecovery(m.q, m.m); }
             return;
         case 'st':
             if (tab.leader !== true && m.s === tab.leaderId) { setConnected(m.r); }
@@ -783,6 +911,9 @@
         for (k in logWin) {
             if (hasOwn.call(logWin, k) && !logWin[k].wait && t > logWin[k].until) { delete logWin[k]; }
         }
+        var pubs = cx.pubs;
+        while (pubs.length && t - pubs[0].at > ONCE_TTL) { pubs.shift(); }
+        endRecoveries(t);
     }
 
     function leave() {
@@ -818,7 +949,7 @@
     // connection, through the leader otherwise, or keeps it until one exists.
     function routeCmd(text) {
         if (tab.leader === true) {
-            sendCmd(text);
+            sendCmd(text, tab.id);
         } else if (tab.leader === false && tab.leaderId && tab.bus) {
             post({ t: 'cmd', c: text });
         } else {
@@ -833,7 +964,8 @@
     var cx = {
         on: false, ws: null, probe: null, lp: null, tr: null, ready: false,
         attempt: 0, wsFails: 0, critical: false, node: 0, upAt: 0,
-        timer: null, probeTimer: null, syncTimer: null, sent: null, out: [], jsonp: false
+        timer: null, probeTimer: null, syncTimer: null, sent: null, out: [], jsonp: false,
+        pubs: []  // web_pipe2 commands not yet reported: {p, e, d, x (sending tab), a (anonymous), at}
     };
 
     function unionPipes() {
@@ -926,10 +1058,22 @@
         setReady(true);
         syncNow();
         var pipes = unionPipes();
+        var q = dict();
+        var cmds = [];
         for (var i = 0; i < pipes.length; i++) {
-            if (typeof lastSeq[pipes[i]] === 'number') {
-                rawSend('pipe_log\n' + pipes[i] + '\n' + makeMarker() + '\n' + lastSeq[pipes[i]], true);
+            var p = pipes[i];
+            if (typeof lastSeq[p] === 'number') {
+                q[p] = lastSeq[p];
+                cmds.push('pipe_log\n' + p + '\n' + makeMarker() + '\n' + q[p]);
             }
+        }
+        if (cmds.length) {
+            // The reply to user_data comes after every replayed frame (see beginRecovery).
+            var mark = makeMarker();
+            beginRecovery(q, mark);
+            post({ t: 'rec', q: q, m: mark });
+            cmds.push('user_data\n' + mark + '\n1');
+            for (i = 0; i < cmds.length; i++) { rawSend(cmds[i], true); }
         }
         var out = cx.out;
         cx.out = [];
@@ -953,7 +1097,9 @@
         return false;
     }
 
-    function sendCmd(text) {
+    // sendCmd sends (or queues) a command of tab `from`.
+    function sendCmd(text, from) {
+        notePub(text, from);
         if (cx.syncTimer) { syncNow(); } // a pending pipe list goes first
         if (cx.ready) {
             rawSend(text, false);
@@ -980,10 +1126,44 @@
         rawSend(s, true);
     }
 
+    // notePub remembers a web_pipe2 command until its delivery report.
+    function notePub(text, from) {
+        var m = /^web_pipe2\n(@?)([^\n]*)\n([^\n]*)\n[^\n]*\n/.exec(text);
+        if (m) {
+            pushCapped(cx.pubs, { p: m[2], e: m[3], d: text.slice(m[0].length), x: from, a: !!m[1], at: now() });
+        }
+    }
+
+    // ownCopy takes the server's delivery report of a browser publish and
+    // returns {x, f}: the message as the server delivered it to the other
+    // connections (f), for the tabs of this one but the sender (x). The
+    // server runs a connection's commands in order, so unreported commands
+    // older than the reported one on its pipe failed.
+    function ownCopy(f) {
+        var d = f.data;
+        if (f.event !== 'answer' || !d || typeof d !== 'object' || typeof d.message !== 'string') { return null; }
+        var pipe = f.pipe.substr(11); // after "_answer_to_"
+        var list = cx.pubs;
+        for (var i = 0; i < list.length; i++) {
+            var e = list[i];
+            if (e.p === pipe && e.d === d.message) {
+                cx.pubs = list.filter(function (x, j) { return j > i || (j < i && x.p !== pipe); });
+                var uid = (e.a || authorized !== true) ? 0 : (parseInt(opts.user_id, 10) || 0);
+                return unionPipes().indexOf(pipe) < 0 ? null : {
+                    x: e.x,
+                    f: { data: e.d, event: e.e, message_send_time: f.message_send_time, pipe: pipe, user_id: uid }
+                };
+            }
+        }
+        return null;
+    }
+
     // incomingFrames handles frames received by the leader: shared with the
-    // other tabs, then routed here.
+    // other tabs, then routed here. Copies of the messages the tabs sent go
+    // to the others after the delivery reports.
     function incomingFrames(list) {
         var fr = [];
+        var own = [];
         var i;
         for (i = 0; i < list.length; i++) {
             if (typeof list[i] === 'string') {
@@ -995,10 +1175,19 @@
         for (i = 0; i < fr.length; i++) {
             var f = fr[i];
             if (hasOwn.call(f, 'jscode')) { delete f.jscode; }
-            if (f.pipe === 'sys') { checkSys(f); }
+            if (f.pipe === 'sys') {
+                checkSys(f);
+            } else if (typeof f.pipe === 'string' && f.pipe.indexOf('_answer_to_') === 0 && cx.pubs.length) {
+                var c = ownCopy(f);
+                if (c) { own.push(c); }
+            }
         }
         if (fr.length && tab.bus) { post({ t: 'f', f: fr }); }
         handleFrames(fr);
+        for (i = 0; i < own.length; i++) {
+            if (tab.bus) { post({ t: 'f', f: [own[i].f], x: own[i].x }); }
+            if (own[i].x !== tab.id) { handleFrames([own[i].f]); }
+        }
     }
 
     function checkSys(f) {
@@ -1342,6 +1531,8 @@
     function resetSeqState() {
         lastSeq = dict();
         logWin = dict();
+        recs = dict();
+        recMark = null;
     }
 
     var api = {
@@ -1394,6 +1585,7 @@
             leave();
             resetSeqState();
             cx.out = [];
+            cx.pubs = [];
             tab.pending = [];
             return true;
         },
@@ -1586,7 +1778,7 @@
         handleFrame: handleFrame,
         state: function () {
             return {
-                tab: tab, cx: cx, lastSeq: lastSeq, pipes: pipeOrder.slice(),
+                tab: tab, cx: cx, lastSeq: lastSeq, recs: recs, pipes: pipeOrder.slice(),
                 union: unionPipes(), out: cx.out.slice(), pending: tab.pending.slice()
             };
         }

@@ -355,13 +355,138 @@ test('reconnection with backoff, pipe list re-sent, recovery by seq', () => {
   ws2.serverOpen();
   assert.equal(ws2.sent[0], 'subscription\nweb_h\nweb_plain');
   assert.match(ws2.sent[1], /^pipe_log\nweb_h\n[A-Za-z0-9_.-]+\n3$/);
-  assert.equal(ws2.sent.length, 2, 'no recovery for pipes without seq');
+  assert.match(ws2.sent[2], /^user_data\n[A-Za-z0-9_.-]+\n1$/, 'a request whose reply ends the recovery');
+  assert.equal(ws2.sent.length, 3, 'no recovery for pipes without seq');
   ws2.serverSend(INFO_OK);
   // missed 4 and 5 come as history; 3 again must not be delivered twice
   for (const s of [3, 4, 5]) ws2.serverSend(pipeMsg('web_h', 'ev', `m${s}`, { seq: s, history: true }));
   ws2.serverSend(pipeMsg('web_h', 'ev', 'm5', { seq: 5 }));
   ws2.serverSend(pipeMsg('web_h', 'ev', 'm6', { seq: 6 }));
   assert.deepEqual(got, [['m1', false], ['m2', false], ['m3', false], ['m4', false], ['m5', false], ['m6', false]]);
+});
+
+// recoveryMarker returns the marker of the request whose reply ends the
+// recovery (the last of the commands sent on reconnection).
+function recoveryMarker(ws) {
+  const cmd = ws.sent.find((s) => s.startsWith('user_data\n'));
+  return cmd ? cmd.split('\n')[1] : 'none';
+}
+const userDataReply = (marker) => ({ data: { user_data: '', user_id: 1 }, event: 'answer', marker, message_send_time: 1, pipe: '_answer' });
+
+test('recovery: live messages that arrive before the replay wait for it; every seq once, in order, in every tab', async () => {
+  // Over long-polling "subscription" and "pipe_log ... since" are separate
+  // requests: a message published between them arrives live before the
+  // replay of the ones missed while disconnected.
+  const b = new Browser();
+  const [a, c] = startTabs(b, 2);
+  await b.flush(1000);
+  assert.equal(a.api.isMaster(), true);
+  const ws = b.lastSocket();
+  ws.serverOpen();
+  ws.serverSend(INFO_OK);
+  const got = { a: [], c: [] };
+  a.api.subscription('web_r', (e) => got.a.push(e.server_info.history ? `${e.data}h` : e.data));
+  c.api.subscription('web_r', (e) => got.c.push(e.server_info.history ? `${e.data}h` : e.data));
+  await b.flush(100);
+  const live = (w, s) => w.serverSend(pipeMsg('web_r', 'e', s, { seq: s }));
+  const hist = (w, s) => w.serverSend(pipeMsg('web_r', 'e', s, { seq: s, history: true }));
+  for (const s of [1, 2, 3]) live(ws, s);
+  await b.flush();
+
+  b.clock.advance(6000);
+  ws.serverDrop();
+  await b.flush(1000);
+  const ws2 = b.lastSocket();
+  assert.notEqual(ws2, ws);
+  ws2.serverOpen();
+  assert.equal(ws2.sent[0], 'subscription\nweb_r');
+  assert.match(ws2.sent[1], /^pipe_log\nweb_r\n[A-Za-z0-9_.-]+\n3$/);
+  const marker = recoveryMarker(ws2);
+  ws2.serverSend(INFO_OK);
+  live(ws2, 8); // published after the subscription, before the replay
+  live(ws2, 9);
+  for (const s of [4, 5, 6, 7, 8]) hist(ws2, s);
+  live(ws2, 9); // again: the replay ran while 9 was being published
+  ws2.serverSend(userDataReply(marker));
+  live(ws2, 10);
+  // 11 was this browser's own message (the server does not send it back):
+  // outside a recovery a gap is not waited for.
+  live(ws2, 12);
+  await b.flush();
+  // 8 and 9 waited for the replay: nothing lost, nothing twice, in order.
+  const want = [1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 12];
+  assert.deepEqual(got.a, want, 'the tab holding the connection');
+  assert.deepEqual(got.c, want, 'the other tab');
+  assert.equal(a.api._cometql.state().lastSeq.web_r, 12);
+
+  // The same race with the first live message right after the last one
+  // delivered: it is delivered at once, the replay only repeats it.
+  ws2.serverDrop();
+  await b.flush(2100);
+  const ws3 = b.lastSocket();
+  assert.notEqual(ws3, ws2);
+  ws3.serverOpen();
+  assert.match(ws3.sent[1], /^pipe_log\nweb_r\n[A-Za-z0-9_.-]+\n12$/);
+  ws3.serverSend(INFO_OK);
+  live(ws3, 13);
+  await b.flush();
+  assert.deepEqual(got.a.slice(-1), [13]);
+  hist(ws3, 13);
+  hist(ws3, 14);
+  live(ws3, 14);
+  ws3.serverSend(userDataReply(recoveryMarker(ws3)));
+  await b.flush();
+  assert.deepEqual(got.a, [...want, 13, 14]);
+  assert.deepEqual(got.c, got.a);
+});
+
+test('recovery: a replay that skips seqs (trimmed history) releases the live messages held after them', () => {
+  const { b, api, ws } = alone();
+  const got = [];
+  api.subscription('web_t', (e) => got.push(e.data));
+  sync(b);
+  ws.serverSend(pipeMsg('web_t', 'e', 1, { seq: 1 }));
+  b.clock.advance(6000);
+  ws.serverDrop();
+  b.clock.advance(1000);
+  const ws2 = b.lastSocket();
+  ws2.serverOpen();
+  ws2.serverSend(INFO_OK);
+  ws2.serverSend(pipeMsg('web_t', 'e', 9, { seq: 9 }));
+  ws2.serverSend(pipeMsg('web_t', 'e', 12, { seq: 12 }));
+  assert.deepEqual(got, [1]);
+  // the history keeps 3 messages: 8, 9, 10 (9 is held already)
+  ws2.serverSend(pipeMsg('web_t', 'e', 8, { seq: 8, history: true }));
+  ws2.serverSend(pipeMsg('web_t', 'e', 9, { seq: 9, history: true }));
+  ws2.serverSend(pipeMsg('web_t', 'e', 10, { seq: 10, history: true }));
+  assert.deepEqual(got, [1, 8, 9, 10], '12 waits: 11 may still come');
+  ws2.serverSend(pipeMsg('web_t', 'e', 11, { seq: 11 }));
+  assert.deepEqual(got, [1, 8, 9, 10, 11, 12]);
+});
+
+test('recovery: without its end, held messages are delivered after a while without progress', () => {
+  const { b, api, ws } = alone();
+  const got = [];
+  api.subscription('web_t', (e) => got.push(e.data));
+  sync(b);
+  ws.serverSend(pipeMsg('web_t', 'e', 1, { seq: 1 }));
+  b.clock.advance(6000);
+  ws.serverDrop();
+  b.clock.advance(1000);
+  const ws2 = b.lastSocket();
+  ws2.serverOpen();
+  ws2.serverSend(INFO_OK);
+  ws2.serverSend(pipeMsg('web_t', 'e', 5, { seq: 5 }));
+  ws2.serverSend(pipeMsg('web_t', 'e', 4, { seq: 4 }));
+  b.clock.advance(10000);
+  ws2.serverSend(pipeMsg('web_t', 'e', 2, { seq: 2, history: true })); // progress: the replay is slow
+  b.clock.advance(10000);
+  assert.deepEqual(got, [1, 2]);
+  b.clock.advance(6000);
+  assert.deepEqual(got, [1, 2, 4, 5], 'released in seq order');
+  ws2.serverSend(pipeMsg('web_t', 'e', 3, { seq: 3, history: true }));
+  ws2.serverSend(pipeMsg('web_t', 'e', 7, { seq: 7 }));
+  assert.deepEqual(got, [1, 2, 4, 5, 7], 'no recovery in flight any more');
 });
 
 test('backoff grows on repeated failures and is capped', () => {
@@ -622,6 +747,89 @@ test('tabs share one connection (heartbeat election)', async (t) => {
     assert.equal(ws2.sent[0], 'subscription\nweb_b');
     assert.match(ws2.sent[1], /^pipe_log\nweb_b\n[A-Za-z0-9_.-]+\n7$/);
   });
+});
+
+test("web_pipe_send reaches the browser's other tabs once the server reported it, never the sender", async () => {
+  // The server delivers a browser's message to every connection but the
+  // sender's (SPEC 3.4), and the tabs share one connection.
+  const b = new Browser();
+  const [a, bb, c] = startTabs(b, 3);
+  await b.flush(1000);
+  assert.equal(a.api.isMaster(), true);
+  const ws = b.lastSocket();
+  ws.serverOpen();
+  ws.serverSend(INFO_OK);
+  const got = { a: [], bb: [], c: [], reports: [] };
+  const rec = (k) => (e) => got[k].push({ data: e.data, ...e.server_info });
+  a.api.subscription('web_t', rec('a'));
+  bb.api.subscription('web_t', rec('bb'));
+  c.api.subscription('web_t.ev', rec('c'));
+  bb.api.subscription('#web_t', rec('reports'));
+  await b.flush(100);
+  const report = (message, n = 2) => ({ data: { message, number_messages: n }, event: 'answer', message_send_time: 5, pipe: '_answer_to_web_t' });
+  const clear = () => Object.values(got).forEach((l) => l.splice(0));
+
+  a.api.web_pipe_send('web_t', 'ev', { x: 1 });
+  await b.flush();
+  assert.equal(ws.sent.at(-1), 'web_pipe2\nweb_t\nev\n*\n{"x":1}');
+  assert.deepEqual(got.bb, [], 'nothing before the server accepted it');
+  ws.serverSend(report('{"x":1}'));
+  await b.flush();
+  const want = { data: { x: 1 }, user_id: 2, pipe: 'web_t', event: 'ev', history: false };
+  assert.deepEqual(JSON.parse(JSON.stringify(got.bb)), [want]);
+  assert.deepEqual(JSON.parse(JSON.stringify(got.c)), [want], 'pipe.event subscribers too');
+  assert.deepEqual(got.a, [], 'not back to the sender');
+  assert.equal(got.reports.length, 1);
+  clear();
+
+  // From a tab that does not hold the connection.
+  bb.api.web_pipe_send('web_t.ev', 'hi');
+  await b.flush();
+  ws.serverSend(report('"hi"'));
+  await b.flush();
+  assert.deepEqual(got.a.map((e) => [e.data, e.user_id]), [['hi', 2]]);
+  assert.deepEqual(got.c.map((e) => e.data), ['hi']);
+  assert.deepEqual(got.bb, []);
+  clear();
+
+  // "@pipe" publishes anonymously; the report names the pipe without "@".
+  c.api.web_pipe_send('@web_t', 'ev', 'anon');
+  await b.flush();
+  ws.serverSend(report('"anon"'));
+  await b.flush();
+  assert.deepEqual(got.a.map((e) => [e.data, e.user_id]), [['anon', 0]]);
+  assert.deepEqual(got.bb.map((e) => [e.data, e.user_id]), [['anon', 0]]);
+  assert.deepEqual(got.c, []);
+  clear();
+
+  // A command the server refused has no report: it is never delivered, and
+  // does not shift the next report onto the wrong message.
+  a.api.web_pipe_send('web_t', 'ev', 'refused');
+  bb.api.web_pipe_send('web_t', 'ev', 'accepted');
+  await b.flush();
+  ws.serverSend({ data: { error: 'rate limited', code: 'rate_limited' }, event: 'error', message_send_time: 5, pipe: 'sys' });
+  ws.serverSend(report('"accepted"'));
+  await b.flush();
+  assert.deepEqual(got.bb, [], 'sent by bb');
+  assert.deepEqual(got.a.map((e) => e.data), ['accepted']);
+  assert.deepEqual(got.c.map((e) => e.data), ['accepted']);
+  assert.equal(a.api._cometql.state().cx.pubs.length, 0);
+  clear();
+
+  // A report nobody here is waiting for delivers nothing.
+  ws.serverSend(report('"stranger"'));
+  await b.flush();
+  assert.deepEqual([got.a, got.bb, got.c], [[], [], []]);
+
+  // When no tab subscribes to the pipe, no copy is made.
+  a.api.web_pipe_send('web_none', 'ev', 'x');
+  await b.flush();
+  const all = [];
+  bb.api.subscription('', (e) => all.push(e.server_info.pipe));
+  await b.flush();
+  ws.serverSend({ ...report('"x"'), pipe: '_answer_to_web_none' });
+  await b.flush();
+  assert.deepEqual(all, ['_answer_to_web_none']);
 });
 
 test('a crashed leader is replaced (heartbeat timeout)', async () => {

@@ -119,18 +119,6 @@
         status.textContent = clock() + ' · delivered to ' + n + (n === 1 ? ' connection' : ' connections');
     });
 
-    // Tabs of one browser share one connection, and the server does not echo
-    // a message to the connection that sent it: tell the other tabs here.
-    var tabs = window.BroadcastChannel ? new BroadcastChannel('cometql-demo-chat') : null;
-    if (tabs) {
-        tabs.onmessage = function (ev) {
-            var m = ev.data;
-            if (m && typeof m.text === 'string') {
-                addMessage({ name: String(m.name), text: m.text, meta: clock() + ' · another tab', kind: 'live', id: m.id });
-            }
-        };
-    }
-
     $('send').addEventListener('submit', function (ev) {
         ev.preventDefault();
         var input = $('text');
@@ -142,7 +130,6 @@
             return;
         }
         pending[msg.id] = addMessage({ name: msg.name, text: text, meta: clock() + ' · sending…', kind: 'own', id: msg.id });
-        if (tabs) { tabs.postMessage(msg); }
         input.value = '';
         input.focus();
     });

@@ -100,6 +100,13 @@ test('demo: two browsers chat, see who is online, get backend posts; a newcomer 
   await send(alice, 'from the first tab');
   await waitMessage(alice2, 'from the first tab', 'live');
   await waitMessage(bob, 'from the first tab', 'live');
+  await send(alice2, 'from the second tab');
+  await waitMessage(alice, 'from the second tab', 'live');
+  await waitMessage(bob, 'from the second tab', 'live');
+  const count = (p, text) => p.$$eval('#messages > li .text', (l, t) => l.filter((e) => e.textContent === t).length, text);
+  for (const p of [alice, alice2, bob]) {
+    for (const text of ['from the first tab', 'from the second tab']) assert.equal(await count(p, text), 1, `"${text}" once`);
+  }
   await alice2.close();
 
   // A backend posts with CometQL: the statement the page shows.

@@ -14,6 +14,7 @@ import {
   record,
   str,
   uniq,
+  uniqId,
   until,
   waitConnected,
   waitEvents,
@@ -80,5 +81,50 @@ test('two tabs share one connection: isMaster in exactly one; both get messages;
   for (const t of rest) {
     const got = (await events(t, pipe)).map((e) => e.data.n);
     assert.deepEqual(got, [1, 3], 'each message once');
+  }
+});
+
+test('web_pipe_send from one tab reaches the other tab of the browser and another browser once, not the sender', { timeout: T }, async () => {
+  // The server does not send a browser message back to the connection that
+  // sent it (SPEC 3.4); the tabs share that connection, so the client hands
+  // the other tabs their copy once the server reported the delivery.
+  const pipe = uniq('web_own_');
+  const id = uniqId();
+  const key = uniq('key');
+  await ql(`INSERT INTO users_auth (id, hash) VALUES (${id}, ${str(key)})`);
+  const c = await ctx.make();
+  const start = { user_id: id, user_key: key };
+  const t1 = await openClient(c, { name: 'tab1', subs: [pipe, '#' + pipe], start });
+  await waitConnected(t1);
+  const t2 = await openClient(c, { name: 'tab2', subs: [pipe, '#' + pipe], start });
+  const other = await openClient(await ctx.make(), { name: 'other browser', subs: [pipe] });
+  for (const t of [t2, other]) await waitConnected(t);
+  await waitSubscribers(pipe, 2);
+  const masters = await Promise.all([t1, t2].map((t) => t.evaluate(() => cometApi.isMaster())));
+  assert.deepEqual(masters.filter((m) => m === true).length, 1, `isMaster: ${masters}`);
+
+  // Once from the tab holding the connection, once from the other tab.
+  const senders = masters[0] ? [t1, t2] : [t2, t1];
+  for (let k = 0; k < 2; k++) {
+    const from = senders[k];
+    const to = senders[1 - k];
+    const msg = { n: k, text: `from tab ${k}` };
+    assert.equal(await from.evaluate(([p, m]) => cometApi.web_pipe_send(p, 'chat', m), [pipe, msg]), true);
+    await waitEvents(from, '#' + pipe, 1, { 'data.message': JSON.stringify(msg) });
+    const [e] = await waitEvents(to, pipe, 1, { 'data.n': k });
+    const [o] = await waitEvents(other, pipe, 1, { 'data.n': k });
+    assert.deepEqual(e.data, msg);
+    // As another browser gets it from the server, but for the message id
+    // (uuid), which the delivery report does not carry.
+    const info = ({ uuid, marker, ...rest }) => rest;
+    assert.deepEqual(info(e.info), info(o.info), 'the same as another browser gets from the server');
+    assert.deepEqual(info(e.info), { user_id: id, pipe, event: 'chat', history: false });
+  }
+
+  // The last message arrives last: after it, nothing more can come.
+  await ql(`INSERT INTO pipes_messages (name, event, message) VALUES (${str(pipe)}, 'e', '{"n":"end"}')`);
+  for (const t of [t1, t2, other]) await waitEvents(t, pipe, 1, { 'data.n': 'end' });
+  for (const [t, want] of [[senders[0], [1, 'end']], [senders[1], [0, 'end']], [other, [0, 1, 'end']]]) {
+    assert.deepEqual((await events(t, pipe)).map((e) => e.data.n), want, 'each message once, never back to its sender');
   }
 });
