@@ -58,6 +58,17 @@ type Config struct {
 	CommandRate  float64
 	CommandBurst int
 
+	// IdleTimeout closes a keep-alive HTTP connection that sent no new
+	// request for this long (default twice LongPollHold).
+	IdleTimeout time.Duration
+
+	// Admit, when set, is asked before a new browser connection (a
+	// WebSocket upgrade or a long-poll session) opens: false refuses it
+	// with 503 and Retry-After, and every response asks the client to
+	// close its connection (Connection: close). The server uses it to keep
+	// its last file descriptors for CometQL and health checks.
+	Admit func() bool
+
 	// LongPollHold is how long a poll is held open waiting for frames
 	// (default 25s).
 	LongPollHold time.Duration
@@ -148,6 +159,9 @@ func (c *Config) setDefaults() {
 	}
 	if c.LongPollIdle <= 0 {
 		c.LongPollIdle = DefaultLongPollIdle
+	}
+	if c.IdleTimeout <= 0 {
+		c.IdleTimeout = 2 * c.LongPollHold
 	}
 	if c.MaxLongPollSessions <= 0 {
 		c.MaxLongPollSessions = DefaultMaxLongPollSessions

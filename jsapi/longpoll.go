@@ -6,7 +6,6 @@ import (
 	"encoding/base64"
 	"io"
 	"net/http"
-	"net/url"
 	"strconv"
 	"sync"
 	"time"
@@ -235,51 +234,51 @@ func newSID() string {
 	return base64.RawURLEncoding.EncodeToString(b[:])
 }
 
-// serveLP routes /lp/<op>.
+// serveLP routes /lp/<op>; parseLPRequest decodes the call.
 func (s *Server) serveLP(w http.ResponseWriter, r *http.Request, op string) {
-	q := r.URL.Query()
-	cb := q.Get("callback")
-	if cb != "" && !validCallback(cb) {
-		s.lpError(w, r, http.StatusBadRequest, "invalid callback name", "")
+	var body []byte
+	if r.Method == http.MethodPost && op == "send" {
+		b, err := io.ReadAll(io.LimitReader(r.Body, int64(s.cfg.MaxFrameBytes)+1))
+		if err != nil {
+			s.lpError(w, r, http.StatusBadRequest, "could not read the command", "")
+			return
+		}
+		body = b
+	}
+	req, perr := parseLPRequest(r.Method, op, r.URL.RawQuery, body, s.cfg.MaxFrameBytes)
+	if perr != nil && perr.early {
+		s.lpError(w, r, perr.status, perr.text, "")
 		return
 	}
+	cb := req.cb
 	if !s.setCORS(w, r) || !s.origins.allows(refererOrigin(r)) {
 		s.metrics.handshakeErrors.WithLabelValues("403").Inc()
 		s.lpError(w, r, http.StatusForbidden, "origin not allowed", cb)
 		return
 	}
-	get := r.Method == http.MethodGet || r.Method == http.MethodHead
-	post := r.Method == http.MethodPost
-	switch op {
-	case "open":
-		if get || post {
-			s.lpOpen(w, r, cb)
-			return
+	if perr != nil {
+		switch perr.status {
+		case http.StatusMethodNotAllowed:
+			w.Header().Set("Allow", "GET, POST, OPTIONS")
+		case http.StatusRequestEntityTooLarge:
+			s.metrics.tooLarge.Inc()
 		}
-	case "poll":
-		if get {
-			s.withSession(w, r, q.Get("sid"), cb, func(l *lpSession) { s.lpPoll(w, r, l, q.Get("ack"), cb) })
-			return
-		}
-	case "send":
-		if get || post {
-			s.withSession(w, r, q.Get("sid"), cb, func(l *lpSession) { s.lpSend(w, r, l, q, cb) })
-			return
-		}
-	case "close":
-		if get || post {
-			s.withSession(w, r, q.Get("sid"), cb, func(l *lpSession) {
-				l.end("")
-				s.lpReply(w, r, http.StatusOK, []byte(`{"ok":true}`), cb)
-			})
-			return
-		}
-	default:
-		s.lpError(w, r, http.StatusNotFound, "unknown long-poll call", cb)
+		s.lpError(w, r, perr.status, perr.text, cb)
 		return
 	}
-	w.Header().Set("Allow", "GET, POST, OPTIONS")
-	s.lpError(w, r, http.StatusMethodNotAllowed, "method not allowed", cb)
+	switch req.op {
+	case "open":
+		s.lpOpen(w, r, req)
+	case "poll":
+		s.withSession(w, r, req.sid, cb, func(l *lpSession) { s.lpPoll(w, r, l, req.ack, cb) })
+	case "send":
+		s.withSession(w, r, req.sid, cb, func(l *lpSession) { s.lpSend(w, r, l, req.cmd, cb) })
+	case "close":
+		s.withSession(w, r, req.sid, cb, func(l *lpSession) {
+			l.end("")
+			s.lpReply(w, r, http.StatusOK, []byte(`{"ok":true}`), cb)
+		})
+	}
 }
 
 func (s *Server) withSession(w http.ResponseWriter, r *http.Request, sid, cb string, f func(*lpSession)) {
@@ -291,10 +290,15 @@ func (s *Server) withSession(w http.ResponseWriter, r *http.Request, sid, cb str
 	f(l)
 }
 
-func (s *Server) lpOpen(w http.ResponseWriter, r *http.Request, cb string) {
+func (s *Server) lpOpen(w http.ResponseWriter, r *http.Request, req lpRequest) {
+	cb := req.cb
 	if s.closing.Load() {
 		s.metrics.handshakeErrors.WithLabelValues("503").Inc()
 		s.lpError(w, r, http.StatusServiceUnavailable, "server shutting down", cb)
+		return
+	}
+	if !s.admit(w) {
+		s.refuseLowFDs(w, r, cb)
 		return
 	}
 	ip := s.clientIP(r)
@@ -304,7 +308,7 @@ func (s *Server) lpOpen(w http.ResponseWriter, r *http.Request, cb string) {
 		s.lpError(w, r, http.StatusTooManyRequests, "too many connections from "+ip, cb)
 		return
 	}
-	p, herr := parseWSURL("", r.URL.RawQuery)
+	p, herr := req.params, req.herr
 	l := &lpSession{srv: s, sid: newSID(), ip: ip, lastPoll: s.now()}
 	s.wg.Add(1) // until l.finish
 	if ok, full := s.lp.add(l, s.cfg.MaxLongPollSessions); !ok {
@@ -349,16 +353,7 @@ func (s *Server) lpOpen(w http.ResponseWriter, r *http.Request, cb string) {
 
 // lpPoll answers a poll: the frames after ack, waiting for some up to
 // LongPollHold.
-func (s *Server) lpPoll(w http.ResponseWriter, r *http.Request, l *lpSession, ackParam, cb string) {
-	var ack int64
-	if ackParam != "" {
-		n, err := strconv.ParseInt(ackParam, 10, 64)
-		if err != nil || n < 0 {
-			s.lpError(w, r, http.StatusBadRequest, "ack must be a frame number", cb)
-			return
-		}
-		ack = n
-	}
+func (s *Server) lpPoll(w http.ResponseWriter, r *http.Request, l *lpSession, ack int64, cb string) {
 	l.mu.Lock()
 	if l.ended {
 		l.mu.Unlock()
@@ -440,31 +435,7 @@ wait:
 }
 
 // lpSend runs one command: the POST body, or the cmd parameter of a GET.
-func (s *Server) lpSend(w http.ResponseWriter, r *http.Request, l *lpSession, q url.Values, cb string) {
-	var text string
-	if r.Method == http.MethodPost {
-		body, err := io.ReadAll(io.LimitReader(r.Body, int64(s.cfg.MaxFrameBytes)+1))
-		if err != nil {
-			s.lpError(w, r, http.StatusBadRequest, "could not read the command", cb)
-			return
-		}
-		if len(body) > s.cfg.MaxFrameBytes {
-			s.lpError(w, r, http.StatusRequestEntityTooLarge, "command over the limit of "+strconv.Itoa(s.cfg.MaxFrameBytes)+" bytes", cb)
-			return
-		}
-		text = string(body)
-	} else {
-		v, ok := q["cmd"]
-		if !ok || len(v) == 0 {
-			s.lpError(w, r, http.StatusBadRequest, "cmd parameter missing", cb)
-			return
-		}
-		text = v[0]
-		if len(text) > s.cfg.MaxFrameBytes {
-			s.lpError(w, r, http.StatusRequestEntityTooLarge, "command over the limit of "+strconv.Itoa(s.cfg.MaxFrameBytes)+" bytes", cb)
-			return
-		}
-	}
+func (s *Server) lpSend(w http.ResponseWriter, r *http.Request, l *lpSession, text, cb string) {
 	l.mu.Lock()
 	sess, ended := l.sess, l.ended
 	l.mu.Unlock()

@@ -18,6 +18,7 @@ const (
 	dropPerIP         = "per_ip_limit"   // refused: MaxConnsPerIP
 	dropLongPollLimit = "lp_limit"       // refused: MaxLongPollSessions
 	dropShutdown      = "shutdown"       // refused or closed while shutting down
+	dropFDReserve     = "fd_reserve"     // refused: file descriptors kept for CometQL and health checks
 )
 
 // metrics are the browser front end's Prometheus metrics. Hot paths hold
@@ -30,6 +31,7 @@ type metrics struct {
 	handshakeErrors      *prometheus.CounterVec
 	rateLimited          prometheus.Counter
 	commands             prometheus.Counter
+	tooLarge             prometheus.Counter
 	dropOverflowCounter  prometheus.Counter
 	dropPongTimeoutCount prometheus.Counter
 }
@@ -70,13 +72,17 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 			Namespace: "cometql", Subsystem: "browser", Name: "commands_total",
 			Help: "Commands received from browsers.",
 		}),
+		tooLarge: prometheus.NewCounter(prometheus.CounterOpts{
+			Namespace: "cometql", Subsystem: "browser", Name: "messages_too_large_total",
+			Help: "Browser messages over the size limit (a WebSocket is then closed, a long-poll command answered 413).",
+		}),
 	}
 	m.dropOverflowCounter = m.drops.WithLabelValues(dropOverflow)
 	m.dropPongTimeoutCount = m.drops.WithLabelValues(dropPongTimeout)
 	if reg == nil {
 		return m, nil
 	}
-	for _, c := range []prometheus.Collector{conns, frames, bytes, m.drops, m.handshakeErrors, m.rateLimited, m.commands} {
+	for _, c := range []prometheus.Collector{conns, frames, bytes, m.drops, m.handshakeErrors, m.rateLimited, m.commands, m.tooLarge} {
 		if err := reg.Register(c); err != nil {
 			var are prometheus.AlreadyRegisteredError
 			if errors.As(err, &are) {

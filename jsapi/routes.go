@@ -19,6 +19,7 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	if rest, ok := strings.CutPrefix(path, "/comet-server"); ok && (rest == "" || rest[0] == '/') {
 		path = rest
 	}
+	s.admit(w)
 	if r.Method == http.MethodOptions {
 		s.preflight(w, r)
 		return
@@ -83,6 +84,30 @@ func wsParams(r *http.Request) string {
 		return p[i+3:]
 	}
 	return ""
+}
+
+// admit asks Config.Admit whether a new browser connection may open; when
+// not, the response will ask the client to close its connection, so that
+// the descriptors kept in reserve are not held by keep-alives.
+func (s *Server) admit(w http.ResponseWriter) bool {
+	if s.cfg.Admit == nil || s.cfg.Admit() {
+		return true
+	}
+	w.Header().Set("Connection", "close")
+	return false
+}
+
+// refuseLowFDs answers a browser connection refused by Config.Admit.
+func (s *Server) refuseLowFDs(w http.ResponseWriter, r *http.Request, cb string) {
+	s.metrics.handshakeErrors.WithLabelValues("503").Inc()
+	s.metrics.drop(dropFDReserve)
+	w.Header().Set("Retry-After", "5")
+	const text = "the server is short of file descriptors: try again later"
+	if cb != "" || strings.Contains(r.URL.Path, "/lp/") {
+		s.lpError(w, r, http.StatusServiceUnavailable, text, cb)
+		return
+	}
+	s.plain(w, r, http.StatusServiceUnavailable, "text/plain; charset=utf-8", text+"\n")
 }
 
 func (s *Server) methodGetHead(w http.ResponseWriter, r *http.Request) bool {

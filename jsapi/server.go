@@ -63,12 +63,13 @@ type Server struct {
 	ctx    context.Context // canceled at Shutdown; commands run under it
 	cancel context.CancelFunc
 
-	closing  atomic.Bool
-	stop     chan struct{}  // closed when the background loops must end
-	wg       sync.WaitGroup // connections and sessions until finished, flushes, read workers
-	bg       sync.WaitGroup // housekeeping and epoll loops
-	shutOnce sync.Once
-	shutErr  error
+	closing      atomic.Bool
+	acceptErrors atomic.Uint64
+	stop         chan struct{}  // closed when the background loops must end
+	wg           sync.WaitGroup // connections and sessions until finished, flushes, read workers
+	bg           sync.WaitGroup // housekeeping and epoll loops
+	shutOnce     sync.Once
+	shutErr      error
 }
 
 // newServer builds a Server; New wires it to the auth service.
@@ -146,7 +147,7 @@ func newServer(cfg Config, hub *pipes.Hub, authenticate authFunc, log *slog.Logg
 		Handler:           s,
 		ReadHeaderTimeout: cfg.HandshakeTimeout,
 		ReadTimeout:       cfg.HandshakeTimeout + cfg.LongPollHold,
-		IdleTimeout:       2 * cfg.LongPollHold,
+		IdleTimeout:       cfg.IdleTimeout,
 		MaxHeaderBytes:    32 << 10,
 		// "OPTIONS *" is a CORS preflight like any other: answered by
 		// ServeHTTP, with the Access-Control-Allow-* headers.
@@ -173,8 +174,14 @@ func (s *Server) Serve(ln net.Listener) error {
 	if s.closing.Load() {
 		return http.ErrServerClosed
 	}
-	return s.http.Serve(newBackoffListener(ln, s.log))
+	bl := newBackoffListener(ln, s.log)
+	bl.errors = &s.acceptErrors
+	return s.http.Serve(bl)
 }
+
+// AcceptErrors is the number of accepts that failed for lack of file
+// descriptors (each followed by a pause).
+func (s *Server) AcceptErrors() uint64 { return s.acceptErrors.Load() }
 
 // Shutdown stops accepting, closes every WebSocket with a TCP close (never
 // a Close frame), ends every long-poll session, waits for their sessions to
@@ -337,7 +344,8 @@ type backoffListener struct {
 	log       *slog.Logger
 	closed    chan struct{}
 	closeOnce sync.Once
-	lastLog   time.Time // guarded by the single accepting goroutine
+	lastLog   time.Time      // guarded by the single accepting goroutine
+	errors    *atomic.Uint64 // counts the failed accepts, when set
 }
 
 func newBackoffListener(ln net.Listener, log *slog.Logger) *backoffListener {
@@ -350,6 +358,9 @@ func (l *backoffListener) Accept() (net.Conn, error) {
 		c, err := l.Listener.Accept()
 		if err == nil || !isFDExhaustion(err) {
 			return c, err
+		}
+		if l.errors != nil {
+			l.errors.Add(1)
 		}
 		if time.Since(l.lastLog) >= time.Second {
 			l.lastLog = time.Now()

@@ -15,8 +15,9 @@ import (
 // "/ws" in the escaped path.
 //
 // Refusals before the upgrade are HTTP errors: 403 for an origin outside the
-// allow-list, 429 over MaxConnsPerIP, 503 while shutting down, 400 for a
-// request that is not a WebSocket handshake. A URL the server cannot serve
+// allow-list, 429 over MaxConnsPerIP, 503 while shutting down or when
+// Config.Admit refuses (file descriptors low), 400 for a request that is not
+// a WebSocket handshake. A URL the server cannot serve
 // (no session part: 401, bad v: 418) is upgraded, gets one sys error frame
 // and a TCP close, as CppComet clients expect.
 func (s *Server) serveWS(w http.ResponseWriter, r *http.Request, params string) {
@@ -30,6 +31,10 @@ func (s *Server) serveWS(w http.ResponseWriter, r *http.Request, params string) 
 	}
 	if !websocket.IsWebSocketUpgrade(r) {
 		s.refuse(w, r, http.StatusBadRequest, "this is a WebSocket endpoint: a WebSocket upgrade request is expected", "")
+		return
+	}
+	if !s.admit(w) {
+		s.refuseLowFDs(w, r, "")
 		return
 	}
 	ip := s.clientIP(r)

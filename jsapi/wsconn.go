@@ -64,8 +64,10 @@ var _ pipes.Sink = (*wsConn)(nil)
 
 func newWSConn(s *Server, nc net.Conn, ip string) *wsConn {
 	c := &wsConn{srv: s, nc: nc, ip: ip, asm: assembler{max: s.cfg.MaxFrameBytes}}
-	if tc, ok := nc.(*net.TCPConn); ok && s.pollers != nil {
-		c.rc, _ = tc.SyscallConn()
+	// A plain socket (a *net.TCPConn, or a listener's wrapper of one that
+	// exposes its descriptor); TLS connections are read by a goroutine.
+	if sc, ok := nc.(syscall.Conn); ok && s.pollers != nil {
+		c.rc, _ = sc.SyscallConn()
 	}
 	now := s.now()
 	c.lastRead.Store(now)
@@ -427,6 +429,7 @@ func (c *wsConn) protocolError(err error) {
 			s.SendError("message_too_large", "message over the limit of "+strconv.Itoa(c.srv.cfg.MaxFrameBytes)+" bytes; closing the connection")
 		}
 		c.srv.metrics.drop(dropTooLarge)
+		c.srv.metrics.tooLarge.Inc()
 		c.closeAfterFlushing()
 		return
 	}
