@@ -42,6 +42,7 @@ type App struct {
 	reg   *prometheus.Registry
 
 	qlLn, httpLn net.Listener
+	fds          *fdBudget
 
 	password     string
 	pwFile       string
@@ -62,7 +63,7 @@ func New(cfg Config, log *slog.Logger) (*App, error) {
 		return nil, errors.New("cluster mode (--redis) is not available in this build yet")
 	}
 	a := &App{cfg: cfg, log: log, done: make(chan error, 2)}
-	logFileLimit(log)
+	fileLimit := setFileLimit(log, cfg.MaxOpenFiles)
 
 	ctx := context.Background()
 	st, err := store.Open(ctx, store.Config{Dir: cfg.DataDir, QueueTTL: cfg.QueueTTL})
@@ -83,7 +84,7 @@ func New(cfg Config, log *slog.Logger) (*App, error) {
 		MaxSubscriptions:      cfg.MaxSubscriptions,
 		MaxConnectionsPerUser: cfg.MaxConnectionsPerUser,
 		WebPublishRate:        cfg.WebPublishRate,
-		WebPublishBurst:       int(2 * cfg.WebPublishRate),
+		WebPublishBurst:       cfg.webPublishBurst(),
 	}, a.eng, userDirectory{a.auth}, log)
 	if err := a.hub.Start(); err != nil {
 		a.closeStore()
@@ -112,10 +113,11 @@ func New(cfg Config, log *slog.Logger) (*App, error) {
 		TLS:              tlsCfg != nil,
 	}, a.hub, a.auth, nil)
 	a.ql, err = mysqlproto.New(mysqlproto.Config{
-		TLS:            tlsCfg,
-		MaxConnections: cfg.QLMaxConnections,
-		IdleTimeout:    cfg.QLIdleTimeout,
-		MaxQueryBytes:  cfg.MaxQueryBytes,
+		TLS:              tlsCfg,
+		MaxConnections:   cfg.QLMaxConnections,
+		HandshakeTimeout: cfg.HandshakeTimeout,
+		IdleTimeout:      cfg.QLIdleTimeout,
+		MaxQueryBytes:    cfg.MaxQueryBytes,
 	}, a.sql, a.auth, log)
 	if err != nil {
 		a.closeStore()
@@ -128,8 +130,13 @@ func New(cfg Config, log *slog.Logger) (*App, error) {
 		TrustedProxies:      cfg.TrustedProxies,
 		PingInterval:        cfg.PingInterval,
 		PongTimeout:         cfg.PongTimeout,
+		HandshakeTimeout:    cfg.HandshakeTimeout,
+		IdleTimeout:         cfg.HTTPIdleTimeout,
+		Admit:               func() bool { return a.fds.Admit() },
 		MaxFrameBytes:       cfg.MaxMessageBytes + 4<<10,
 		MaxConnsPerIP:       cfg.MaxConnsPerIP,
+		CommandRate:         cfg.CommandRate,
+		CommandBurst:        cfg.CommandBurst,
 		LongPollIdle:        cfg.LongPollIdle,
 		MaxLongPollSessions: cfg.MaxLongPollSessions,
 		NodeName:            cfg.NodeName,
@@ -145,27 +152,25 @@ func New(cfg Config, log *slog.Logger) (*App, error) {
 	}
 	a.reg.MustRegister(newCollector(a))
 
-	if a.qlLn, err = listen(cfg.QLAddr, nil); err != nil {
+	qlLn, err := net.Listen("tcp", cfg.QLAddr)
+	if err != nil {
 		a.closeStore()
 		return nil, fmt.Errorf("CometQL listener: %w", err)
 	}
-	if a.httpLn, err = listen(cfg.HTTPAddr, tlsCfg); err != nil {
-		a.qlLn.Close()
+	httpLn, err := net.Listen("tcp", cfg.HTTPAddr)
+	if err != nil {
+		qlLn.Close()
 		a.closeStore()
 		return nil, fmt.Errorf("HTTP listener: %w", err)
 	}
-	return a, nil
-}
-
-func listen(addr string, tlsCfg *tls.Config) (net.Listener, error) {
-	ln, err := net.Listen("tcp", addr)
-	if err != nil {
-		return nil, err
-	}
+	// Counted below TLS: a descriptor is a TCP connection.
+	a.fds = newFDBudget(fileLimit, int64(cfg.FDReserve), log)
+	a.qlLn = a.fds.listen(qlLn, classQL)
+	a.httpLn = a.fds.listen(httpLn, classHTTP)
 	if tlsCfg != nil {
-		return tls.NewListener(ln, tlsCfg), nil
+		a.httpLn = tls.NewListener(a.httpLn, tlsCfg)
 	}
-	return ln, nil
+	return a, nil
 }
 
 // Start serves both listeners.
@@ -309,20 +314,28 @@ func (u userDirectory) UserData(ctx context.Context, dev, user int64) (string, e
 	return m[user], nil
 }
 
-// logFileLimit raises the soft open-files limit to the hard one and logs
-// the result: every connection costs a descriptor.
-func logFileLimit(log *slog.Logger) {
+// setFileLimit sets the soft open-files limit to the hard one, or to max
+// when it is positive and lower, logs the result (every connection costs a
+// descriptor) and returns the soft limit (0 when unknown).
+func setFileLimit(log *slog.Logger, max int) int64 {
 	var lim syscall.Rlimit
 	if err := syscall.Getrlimit(syscall.RLIMIT_NOFILE, &lim); err != nil {
 		log.Warn("cannot read the open-files limit", "err", err)
-		return
+		return 0
 	}
-	if lim.Cur < lim.Max {
-		raised := lim
-		raised.Cur = lim.Max
-		if err := syscall.Setrlimit(syscall.RLIMIT_NOFILE, &raised); err == nil {
-			lim = raised
+	want := lim.Max
+	if max > 0 && uint64(max) < want {
+		want = uint64(max)
+	}
+	if lim.Cur != want {
+		set := lim
+		set.Cur = want
+		if err := syscall.Setrlimit(syscall.RLIMIT_NOFILE, &set); err == nil {
+			lim = set
+		} else {
+			log.Warn("cannot set the open-files limit", "want", want, "err", err)
 		}
 	}
 	log.Info("open files limit", "soft", lim.Cur, "hard", lim.Max)
+	return int64(min(lim.Cur, 1<<31))
 }

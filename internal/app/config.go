@@ -34,6 +34,9 @@ type Config struct {
 	MaxSubscriptions      int           // per browser connection, default 256
 	MaxConnectionsPerUser int           // default 16
 	WebPublishRate        float64       // web_pipe2 per second per connection, default 20
+	WebPublishBurst       int           // web_pipe2 burst, default (0) twice WebPublishRate
+	CommandRate           float64       // browser commands per second per connection, default 50
+	CommandBurst          int           // browser command burst, default 100
 	QueueMax              int           // offline queue per user, default 1000
 	QueueTTL              time.Duration // default 24h
 	QLMaxConnections      int           // default 1000
@@ -43,6 +46,10 @@ type Config struct {
 	LongPollIdle          time.Duration // default 60s
 	PingInterval          time.Duration // default 25s
 	PongTimeout           time.Duration // default 60s
+	HandshakeTimeout      time.Duration // CometQL handshake, HTTP request headers, a started packet or frame; default 10s
+	HTTPIdleTimeout       time.Duration // idle keep-alive HTTP connections, default 50s
+	FDReserve             int           // descriptors kept from browsers for CometQL and health checks, default 64 (0: off)
+	MaxOpenFiles          int           // soft open-files limit to set, default (0) the hard limit
 	ShutdownTimeout       time.Duration // default 10s
 	Pprof                 bool          // serve /debug/pprof
 }
@@ -65,6 +72,8 @@ func DefaultConfig() Config {
 		MaxSubscriptions:      256,
 		MaxConnectionsPerUser: 16,
 		WebPublishRate:        20,
+		CommandRate:           50,
+		CommandBurst:          100,
 		QueueMax:              1000,
 		QueueTTL:              24 * time.Hour,
 		QLMaxConnections:      1000,
@@ -74,6 +83,9 @@ func DefaultConfig() Config {
 		LongPollIdle:          60 * time.Second,
 		PingInterval:          25 * time.Second,
 		PongTimeout:           60 * time.Second,
+		HandshakeTimeout:      10 * time.Second,
+		HTTPIdleTimeout:       50 * time.Second,
+		FDReserve:             64,
 		ShutdownTimeout:       10 * time.Second,
 	}
 }
@@ -108,6 +120,7 @@ func (c *Config) Validate() error {
 		{"max-subscriptions", c.MaxSubscriptions}, {"max-connections-per-user", c.MaxConnectionsPerUser},
 		{"queue-max", c.QueueMax}, {"ql-max-connections", c.QLMaxConnections},
 		{"max-conns-per-ip", c.MaxConnsPerIP}, {"max-longpoll-sessions", c.MaxLongPollSessions},
+		{"command-burst", c.CommandBurst},
 	}
 	for _, p := range positive {
 		if p.v <= 0 {
@@ -117,16 +130,39 @@ func (c *Config) Validate() error {
 	if c.WebPublishRate <= 0 {
 		errs = append(errs, fmt.Errorf("web-publish-rate must be positive, not %g", c.WebPublishRate))
 	}
+	if c.CommandRate <= 0 {
+		errs = append(errs, fmt.Errorf("command-rate must be positive, not %g", c.CommandRate))
+	}
+	for _, p := range []struct {
+		name string
+		v    int
+	}{{"web-publish-burst", c.WebPublishBurst}, {"fd-reserve", c.FDReserve}, {"max-open-files", c.MaxOpenFiles}} {
+		if p.v < 0 {
+			errs = append(errs, fmt.Errorf("%s must not be negative, not %d", p.name, p.v))
+		}
+	}
+	if c.MaxOpenFiles > 0 && c.MaxOpenFiles < 4*c.FDReserve {
+		errs = append(errs, fmt.Errorf("max-open-files %d leaves nothing for browsers after fd-reserve %d", c.MaxOpenFiles, c.FDReserve))
+	}
 	for _, d := range []struct {
 		name string
 		v    time.Duration
 	}{
 		{"queue-ttl", c.QueueTTL}, {"ql-idle-timeout", c.QLIdleTimeout}, {"longpoll-idle", c.LongPollIdle},
 		{"ping-interval", c.PingInterval}, {"pong-timeout", c.PongTimeout}, {"shutdown-timeout", c.ShutdownTimeout},
+		{"handshake-timeout", c.HandshakeTimeout}, {"http-idle-timeout", c.HTTPIdleTimeout},
 	} {
 		if d.v <= 0 {
 			errs = append(errs, fmt.Errorf("%s must be positive, not %s", d.name, d.v))
 		}
 	}
 	return errors.Join(errs...)
+}
+
+// webPublishBurst is WebPublishBurst, or twice WebPublishRate when unset.
+func (c *Config) webPublishBurst() int {
+	if c.WebPublishBurst > 0 {
+		return c.WebPublishBurst
+	}
+	return max(1, int(2*c.WebPublishRate))
 }

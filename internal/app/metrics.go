@@ -1,6 +1,8 @@
 package app
 
 import (
+	"strconv"
+
 	"github.com/prometheus/client_golang/prometheus"
 )
 
@@ -16,6 +18,13 @@ type collector struct {
 	commits, writes, failed       *prometheus.Desc
 	commitSeconds                 *prometheus.Desc
 	statements, statementErrors   *prometheus.Desc
+
+	browserErrors, qlErrors          *prometheus.Desc
+	qlHandshakeFailures              *prometheus.Desc
+	qlReadTimeouts, qlIdleTimeouts   *prometheus.Desc
+	acceptErrors, acceptPauses       *prometheus.Desc
+	httpReadTimeouts, openFiles      *prometheus.Desc
+	openFilesLimit, openFilesReserve *prometheus.Desc
 }
 
 func newCollector(a *App) *collector {
@@ -40,19 +49,40 @@ func newCollector(a *App) *collector {
 		commitSeconds:   d("store_commit_seconds_total", "Time spent in committed transactions."),
 		statements:      d("cometql_statements_total", "CometQL statements executed."),
 		statementErrors: d("cometql_statement_errors_total", "CometQL statements that failed."),
+
+		browserErrors: prometheus.NewDesc("cometql_browser_errors_total",
+			"sys error frames sent to browsers, by code (too_many_subscriptions, rate_limited, message_too_large, forbidden, ...).", []string{"code"}, nil),
+		qlErrors: prometheus.NewDesc("cometql_cometql_errors_total",
+			"MySQL error packets sent to CometQL clients, by error code (1153 query too large, 1040 too many connections, 1406 too long, 4031 idle, ...).", []string{"code"}, nil),
+		qlHandshakeFailures: prometheus.NewDesc("cometql_cometql_handshake_failures_total",
+			"CometQL connections closed during the handshake, by reason (timeout, error; access denied is error code 1045).", []string{"reason"}, nil),
+		qlReadTimeouts: d("cometql_read_timeouts_total", "CometQL connections closed because a started command packet stalled for the handshake timeout."),
+		qlIdleTimeouts: d("cometql_idle_timeouts_total", "CometQL connections closed after the idle timeout."),
+		acceptErrors: prometheus.NewDesc("cometql_accept_errors_total",
+			"Failed accepts (out of file descriptors), each followed by a pause, by listener.", []string{"listener"}, nil),
+		acceptPauses: prometheus.NewDesc("cometql_accept_pauses_total",
+			"Times a listener stopped accepting to keep the file-descriptor reserve, by listener.", []string{"listener"}, nil),
+		httpReadTimeouts: d("http_read_timeouts_total", "HTTP connections whose request headers (handshake timeout) or next request (idle timeout) did not come in time."),
+		openFiles:        d("open_files", "File descriptors open, as the descriptor reserve counts them."),
+		openFilesLimit:   d("open_files_limit", "The soft open-files limit the server runs with."),
+		openFilesReserve: d("open_files_reserve", "File descriptors kept from browsers for CometQL and health checks (0: none)."),
 	}
 }
 
 func (c *collector) Describe(ch chan<- *prometheus.Desc) {
 	for _, d := range []*prometheus.Desc{c.sessions, c.subs, c.pipes, c.published, c.delivered, c.private, c.queued,
-		c.webPublished, c.limited, c.queueDropped, c.commits, c.writes, c.failed, c.commitSeconds, c.statements, c.statementErrors} {
+		c.webPublished, c.limited, c.queueDropped, c.commits, c.writes, c.failed, c.commitSeconds, c.statements, c.statementErrors,
+		c.browserErrors, c.qlErrors, c.qlHandshakeFailures, c.qlReadTimeouts, c.qlIdleTimeouts, c.acceptErrors, c.acceptPauses,
+		c.httpReadTimeouts, c.openFiles, c.openFilesLimit, c.openFilesReserve} {
 		ch <- d
 	}
 }
 
 func (c *collector) Collect(ch chan<- prometheus.Metric) {
 	g := func(d *prometheus.Desc, v float64) { ch <- prometheus.MustNewConstMetric(d, prometheus.GaugeValue, v) }
-	n := func(d *prometheus.Desc, v float64) { ch <- prometheus.MustNewConstMetric(d, prometheus.CounterValue, v) }
+	n := func(d *prometheus.Desc, v float64, labels ...string) {
+		ch <- prometheus.MustNewConstMetric(d, prometheus.CounterValue, v, labels...)
+	}
 	hs := c.a.hub.Stats()
 	g(c.sessions, float64(hs.Sessions))
 	g(c.subs, float64(hs.Subscriptions))
@@ -74,4 +104,27 @@ func (c *collector) Collect(ch chan<- prometheus.Metric) {
 	total, failed := c.a.sql.Statements()
 	n(c.statements, float64(total))
 	n(c.statementErrors, float64(failed))
+
+	for code, v := range hs.Errors {
+		n(c.browserErrors, float64(v), code)
+	}
+	qs := c.a.ql.Stats()
+	for code, v := range qs.Errors {
+		n(c.qlErrors, float64(v), strconv.Itoa(int(code)))
+	}
+	n(c.qlHandshakeFailures, float64(qs.HandshakeTimeouts), "timeout")
+	n(c.qlHandshakeFailures, float64(qs.HandshakeErrors), "error")
+	n(c.qlReadTimeouts, float64(qs.ReadTimeouts))
+	n(c.qlIdleTimeouts, float64(qs.IdleTimeouts))
+	n(c.acceptErrors, float64(qs.AcceptErrors), "cometql")
+	n(c.acceptErrors, float64(c.a.web.AcceptErrors()), "http")
+	if f := c.a.fds; f != nil {
+		for class, name := range classNames {
+			n(c.acceptPauses, float64(f.acceptPauses[class].Load()), name)
+		}
+		n(c.httpReadTimeouts, float64(f.httpTimeouts.Load()))
+		g(c.openFiles, float64(f.open()))
+		g(c.openFilesLimit, float64(f.limit))
+		g(c.openFilesReserve, float64(f.reserve))
+	}
 }
