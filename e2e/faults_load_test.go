@@ -12,6 +12,7 @@ import (
 	"strings"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"testing"
 	"time"
 )
@@ -306,6 +307,31 @@ func TestFaultConcurrentPublishers(t *testing.T) {
 		publishers, rate, seconds, pipesN, subsN, published, float64(published)/float64(seconds), delivered, float64(delivered)/float64(seconds))
 	t.Logf("delivery latency: %s", lat.summary())
 	t.Logf("INSERT latency: %s", pubLat.summary())
+
+	// A graceful shutdown with every browser connected: each gets a TCP
+	// close (no Close frame) and the server exits with 0 within 10 s.
+	for _, c := range conns {
+		c.Close()
+	}
+	db.Close()
+	sigAt := time.Now()
+	s.signal(syscall.SIGTERM)
+	code := s.waitExit(20 * time.Second)
+	if took := time.Since(sigAt); code != 0 || took > 10*time.Second {
+		t.Errorf("shutdown with %d browsers: exit code %d after %v, want 0 within 10 s\n%s", subsN, code, took, s.logs())
+	} else {
+		t.Logf("shutdown with %d browsers connected: exit 0 after %v", subsN, took.Round(time.Millisecond))
+	}
+	for i, sub := range subs {
+		select {
+		case <-sub.done:
+		case <-time.After(5 * time.Second):
+			t.Fatalf("browser %d still connected after the server exited", i)
+		}
+		if err := closedByTCP(sub.readErr()); err != nil {
+			t.Errorf("browser %d: %v", i, err)
+		}
+	}
 }
 
 // TestFaultSlowConsumer: a browser that stops reading (a raw TCP client
@@ -320,7 +346,7 @@ func TestFaultConcurrentPublishers(t *testing.T) {
 func TestFaultSlowConsumer(t *testing.T) {
 	healthyN, rate := 20, 50
 	if longRun() {
-		healthyN, rate = 1000, 10
+		healthyN, rate = 1000, 3
 	}
 	healthyN = envInt("COMETQL_SLOW_SUBS", healthyN)
 	rate = envInt("COMETQL_SLOW_RATE", rate)

@@ -56,7 +56,23 @@ func TestFaultGracefulShutdown(t *testing.T) {
 		mustExec(t, db, fmt.Sprintf("INSERT INTO pipes_settings (name, length) VALUES ('gs%d', 1000)", i))
 	}
 	subs := dialSubs(t, s.httpAddr, 20, func(int) []string { return []string{"gs_live"} }, nil)
-	waitSubscribed(t, db, map[string]int{"gs_live": len(subs)})
+	// A long-poll browser, whose poll will be held when SIGTERM comes.
+	lp, err := openLP(s.httpAddr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := lp.send("subscription\ngs_live"); err != nil {
+		t.Fatal(err)
+	}
+	waitSubscribed(t, db, map[string]int{"gs_live": len(subs) + 1})
+	if code, frames, err := lp.poll(); err != nil || code != 200 || len(frames) == 0 {
+		t.Fatalf("first poll: %d %d frames %v", code, len(frames), err)
+	}
+	lpDone := make(chan string, 1)
+	go func() {
+		code, frames, err := lp.poll() // held: nothing more is published
+		lpDone <- fmt.Sprintf("HTTP %d, %d frames, err %v", code, len(frames), err)
+	}()
 
 	conns := make([]*sql.Conn, statements)
 	for i := range conns {
@@ -141,6 +157,15 @@ func TestFaultGracefulShutdown(t *testing.T) {
 		}
 	}
 
+	// The held long-poll request ends with the session, not after its
+	// 25 s hold.
+	select {
+	case r := <-lpDone:
+		t.Logf("held long-poll request at shutdown: %s", r)
+	case <-time.After(10 * time.Second):
+		t.Errorf("a held long-poll request was still open 10 s after SIGTERM")
+	}
+
 	wg.Wait()
 	inFlight := true // the statements were still running when refusals were seen
 	for _, r := range results {
@@ -175,15 +200,14 @@ func TestFaultGracefulShutdown(t *testing.T) {
 	}
 }
 
-// TestFaultSecondSignalExitsAtOnce: a shutdown kept waiting (here by a
-// CometQL client that does not read the result it asked for, with a long
-// --shutdown-timeout) ends at once, with a non-zero exit code, on a second
-// SIGTERM.
-func TestFaultSecondSignalExitsAtOnce(t *testing.T) {
-	s := startServer(t, "", "--shutdown-timeout", "60s")
+// stalledShutdown starts a server with extra flags, has a CometQL client
+// ask for about 3 MB of history and stop reading after the column
+// definitions (a 4 KiB receive buffer: the server blocks writing the rows),
+// sends SIGTERM and waits for the shutdown to start.
+func stalledShutdown(t *testing.T, extra ...string) *server {
+	t.Helper()
+	s := startServer(t, "", extra...)
 	db := s.db(t)
-
-	// About 3 MB of history to select.
 	mustExec(t, db, "INSERT INTO pipes_settings (name, length) VALUES ('big', 1000)")
 	big := strings.Repeat("x", 60000)
 	for range 5 {
@@ -191,9 +215,6 @@ func TestFaultSecondSignalExitsAtOnce(t *testing.T) {
 			strings.TrimSuffix(strings.Repeat("('big', 'e', '"+big+"'),", 10), ",")
 		mustExec(t, db, q)
 	}
-
-	// A client with a 4 KiB receive buffer that stops reading after the
-	// column definitions: the server blocks writing the rows.
 	mysql.RegisterDialContext("stalledtcp", func(ctx context.Context, addr string) (net.Conn, error) {
 		d := net.Dialer{Control: func(_, _ string, c syscall.RawConn) error {
 			return c.Control(func(fd uintptr) {
@@ -206,18 +227,27 @@ func TestFaultSecondSignalExitsAtOnce(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer stalled.Close()
+	t.Cleanup(func() { stalled.Close() })
 	rows, err := stalled.Query("SELECT message FROM pipes_messages WHERE name = 'big'")
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer func() { go rows.Close() }() // would read the rest of the result
+	t.Cleanup(func() { go rows.Close() }) // would read the rest of the result
 	db.Close()
 
 	s.signal(syscall.SIGTERM)
 	if !s.waitLog("shutting down", 5*time.Second) {
 		t.Fatalf("no shutdown log line\n%s", s.logs())
 	}
+	return s
+}
+
+// TestFaultSecondSignalExitsAtOnce: a shutdown kept waiting (here by a
+// CometQL client that does not read the result it asked for, with a long
+// --shutdown-timeout) ends at once, with a non-zero exit code, on a second
+// SIGTERM.
+func TestFaultSecondSignalExitsAtOnce(t *testing.T) {
+	s := stalledShutdown(t, "--shutdown-timeout", "60s")
 	// The shutdown waits for the stalled statement.
 	select {
 	case <-s.exited:
@@ -238,4 +268,21 @@ func TestFaultSecondSignalExitsAtOnce(t *testing.T) {
 		t.Errorf("no log line about the second signal\n%s", s.logs())
 	}
 	t.Logf("exit code %d, %v after the second SIGTERM", code, took.Round(time.Millisecond))
+}
+
+// TestFaultShutdownTimeout: a shutdown that cannot finish within
+// --shutdown-timeout closes what is left and exits with a non-zero code
+// when the timeout ends, without a second signal.
+func TestFaultShutdownTimeout(t *testing.T) {
+	s := stalledShutdown(t, "--shutdown-timeout", "2s")
+	start := time.Now() // just after the shutdown started
+	code := s.waitExit(10 * time.Second)
+	took := time.Since(start)
+	if code == 0 {
+		t.Errorf("exit code 0 after a shutdown that timed out, want non-zero\n%s", s.logs())
+	}
+	if took > 5*time.Second {
+		t.Errorf("exit %v after the shutdown started, want about the 2 s timeout", took)
+	}
+	t.Logf("exit code %d, %v after the shutdown started (timeout 2 s)", code, took.Round(time.Millisecond))
 }

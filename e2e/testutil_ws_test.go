@@ -521,3 +521,75 @@ func waitUntil(ctx context.Context, timeout time.Duration, cond func() bool) boo
 		time.Sleep(20 * time.Millisecond)
 	}
 }
+
+// lpClient is a browser on the long-polling transport (jsapi/longpoll.go).
+type lpClient struct {
+	base string // http://<addr>/lp
+	sid  string
+	next int64
+	hc   *http.Client
+}
+
+// lpReply is the body of /lp/open and /lp/poll.
+type lpReply struct {
+	Sid    string            `json:"sid"`
+	Next   int64             `json:"next"`
+	Frames []json.RawMessage `json:"frames"`
+	Error  string            `json:"error"`
+}
+
+// openLP opens an anonymous long-poll session.
+func openLP(httpAddr string) (*lpClient, error) {
+	c := &lpClient{base: "http://" + httpAddr + "/lp", hc: &http.Client{Timeout: 60 * time.Second}}
+	var r lpReply
+	if _, err := c.get("/open?sesion=&myid=0&devid=0&v=4.08&api=js&uuid="+newUUID(), &r); err != nil {
+		return nil, err
+	}
+	if r.Sid == "" {
+		return nil, fmt.Errorf("open: no session id (%q)", r.Error)
+	}
+	c.sid, c.next = r.Sid, r.Next
+	return c, nil
+}
+
+func (c *lpClient) get(path string, into any) (int, error) {
+	resp, err := c.hc.Get(c.base + path)
+	if err != nil {
+		return 0, err
+	}
+	defer resp.Body.Close()
+	body, err := io.ReadAll(resp.Body)
+	if err != nil {
+		return resp.StatusCode, err
+	}
+	if into != nil && resp.StatusCode == http.StatusOK {
+		if err := json.Unmarshal(body, into); err != nil {
+			return resp.StatusCode, fmt.Errorf("%s: %w: %.200s", path, err, body)
+		}
+	}
+	return resp.StatusCode, nil
+}
+
+// send posts one command.
+func (c *lpClient) send(cmd string) error {
+	resp, err := c.hc.Post(c.base+"/send?sid="+c.sid, "text/plain", strings.NewReader(cmd))
+	if err != nil {
+		return err
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		return fmt.Errorf("send: HTTP %s", resp.Status)
+	}
+	return nil
+}
+
+// poll acknowledges what was received and waits for more; it returns the
+// HTTP status and the frames.
+func (c *lpClient) poll() (int, []json.RawMessage, error) {
+	var r lpReply
+	code, err := c.get(fmt.Sprintf("/poll?sid=%s&ack=%d", c.sid, c.next), &r)
+	if err == nil && code == http.StatusOK {
+		c.next = r.Next
+	}
+	return code, r.Frames, err
+}
