@@ -67,6 +67,7 @@ func (s *Server) serveConn(nc net.Conn) {
 	defer s.open.Add(-1)
 	g := newGuardConn(nc, s.cfg.MaxQueryBytes, s.cfg.WriteTimeout)
 	g.stallTimeout = s.cfg.HandshakeTimeout
+	g.idlePacket = idleTimeoutPacket
 	c := &conn{srv: s, g: g, stmts: map[*stmt.PreparedStmt]*sqlengine.Stmt{}, since: time.Now(), host: hostOf(nc.RemoteAddr())}
 	s.mu.Lock()
 	s.conns[c] = struct{}{}
@@ -126,11 +127,11 @@ func (s *Server) serveConn(nc net.Conn) {
 				case g.stalled:
 					s.stats.readTimeouts.Add(1)
 					s.log.Debug("CometQL client stopped sending a command packet: closing", "remote", c.host, "after", s.cfg.HandshakeTimeout)
-				case g.phase != phasePassthrough:
-					s.stats.idleTimeouts.Add(1)
-					s.timeout(nc)
 				default:
 					s.stats.idleTimeouts.Add(1)
+					if g.idleSent {
+						s.stats.countCode(4031)
+					}
 				}
 			}
 			return
@@ -138,17 +139,16 @@ func (s *Server) serveConn(nc net.Conn) {
 	}
 }
 
-// timeout tells an idle client why it is disconnected, as MySQL 8 does (not
+// idleTimeoutPacket tells an idle client why it is disconnected, as MySQL 8
+// does; the guard queues it when the wait for a command times out (not
 // over TLS: the packet would have to go through the TLS session).
-func (s *Server) timeout(nc net.Conn) {
+var idleTimeoutPacket = func() []byte {
 	e := &mysql.MyError{Code: 4031, State: "HY000", Message: "The client was disconnected by the server because of inactivity. See wait_timeout and interactive_timeout for configuring this behavior."}
-	s.stats.countCode(e.Code)
-	_ = nc.SetWriteDeadline(time.Now().Add(time.Second))
 	b := errPacket([]byte{0, 0, 0, 0}, e)
 	n := len(b) - 4
 	b[0], b[1], b[2], b[3] = byte(n), byte(n>>8), byte(n>>16), 0
-	_, _ = nc.Write(b)
-}
+	return b
+}()
 
 func (g *guardConn) closingNow() bool {
 	g.mu.Lock()

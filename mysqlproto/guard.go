@@ -5,6 +5,7 @@ import (
 	"encoding/binary"
 	"errors"
 	"net"
+	"os"
 	"sync"
 	"time"
 
@@ -69,6 +70,12 @@ type guardConn struct {
 	writeErr error
 	readErr  error
 	stalled  bool // readErr is the deadline of a read inside a command packet
+	// idlePacket, when set, is written (before the close that follows) when
+	// the wait for a command ends at its deadline: the 4031 error MySQL 8
+	// sends. go-mysql closes the connection as soon as a read fails, so
+	// the guard must queue it then.
+	idlePacket []byte
+	idleSent   bool
 
 	mu      sync.Mutex
 	busy    bool
@@ -159,8 +166,14 @@ func (g *guardConn) Read(p []byte) (int, error) {
 		}
 		n, err := g.Conn.Read(buf)
 		g.noteRead(n, err)
-		if err != nil && inPacket && g.phase == phaseCommand {
-			g.stalled = true
+		if err != nil && g.phase == phaseCommand {
+			switch {
+			case inPacket:
+				g.stalled = true
+			case g.idlePacket != nil && errors.Is(err, os.ErrDeadlineExceeded) && !g.closingNow():
+				g.wbuf = append(g.wbuf, g.idlePacket...)
+				g.idleSent = true
+			}
 		}
 		g.src = buf[:n]
 		g.srcErr = err

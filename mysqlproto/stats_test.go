@@ -85,3 +85,26 @@ func TestStatsCount(t *testing.T) {
 		}
 	}
 }
+
+// TestIdleTimeoutTellsTheClient: an idle client receives error 4031 before
+// the close (go-mysql closes the socket as soon as the read fails, so the
+// packet is queued by the guard).
+func TestIdleTimeoutTellsTheClient(t *testing.T) {
+	ts := startServer(t, mysqlproto.Config{IdleTimeout: 300 * time.Millisecond})
+	c, err := client.Connect(ts.addr, "root", rootPassword, "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	nc := c.Conn.Conn
+	_ = nc.SetReadDeadline(time.Now().Add(5 * time.Second))
+	data, _ := io.ReadAll(nc)
+	// An error packet (sequence 0, as MySQL 8 sends it; clients accept
+	// error packets out of sequence), then the close.
+	if len(data) < 7 || data[4] != 0xff || int(data[5])|int(data[6])<<8 != 4031 {
+		t.Fatalf("idle client got %q, want error 4031", data)
+	}
+	if !strings.Contains(string(data), "inactivity") {
+		t.Errorf("message %q", data[13:])
+	}
+}
