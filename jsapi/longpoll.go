@@ -251,7 +251,8 @@ func (s *Server) serveLP(w http.ResponseWriter, r *http.Request, op string) {
 		return
 	}
 	cb := req.cb
-	if !s.setCORS(w, r) || !s.origins.allows(refererOrigin(r)) {
+	// The Referer first: a refused JSONP call gets no CORS header either.
+	if !s.origins.allows(refererOrigin(r)) || !s.setCORS(w, r) {
 		s.metrics.handshakeErrors.WithLabelValues("403").Inc()
 		s.lpError(w, r, http.StatusForbidden, "origin not allowed", cb)
 		return
