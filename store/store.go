@@ -149,6 +149,7 @@ type Store struct {
 	syncq     chan []*request // committed batches awaiting an fsync (SyncFull)
 	syncSlots chan struct{}   // a token per commit awaiting its fsync: taken by the writer, freed by a sync worker
 	done      chan struct{}   // closed when every request has been answered
+	lock      *os.File        // holds the data directory's flock until Close
 
 	checkpoints     chan struct{} // wakes the checkpointer
 	sinceCheckpoint atomic.Int64  // commits since the last checkpoint
@@ -170,7 +171,18 @@ func Open(ctx context.Context, cfg Config) (*Store, error) {
 	if err := checkDir(dir); err != nil {
 		return nil, err
 	}
+	lock, err := lockDir(dir)
+	if err != nil {
+		return nil, err
+	}
+	opened := false
+	defer func() {
+		if !opened {
+			lock.Close()
+		}
+	}()
 	s := &Store{
+		lock:      lock,
 		cfg:       cfg,
 		path:      filepath.Join(dir, FileName),
 		reqs:      make(chan *request, cfg.MaxBatch),
@@ -223,6 +235,7 @@ func Open(ctx context.Context, cfg Config) (*Store, error) {
 	s.cdb.SetMaxIdleConns(1)
 
 	go s.run()
+	opened = true
 	return s, nil
 }
 
@@ -318,6 +331,7 @@ func (s *Store) Close() error {
 	cerr := s.cdb.Close()
 	rerr := s.rdb.Close()
 	werr := s.wdb.Close()
+	s.lock.Close() // releases the data directory
 	if err := errors.Join(cerr, rerr, werr); err != nil {
 		return fmt.Errorf("store: close: %w", classify(err))
 	}
