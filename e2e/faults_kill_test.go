@@ -10,6 +10,7 @@ import (
 	"strings"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"testing"
 	"time"
 )
@@ -32,18 +33,36 @@ func TestFaultKill9UnderLoad(t *testing.T) {
 	if longRun() {
 		rounds = 20
 	}
+	stopUnderLoad(t, rounds, "killed", (*server).kill)
+}
+
+// TestFaultSIGTERMUnderLoad is TestFaultKill9UnderLoad with a graceful
+// shutdown (SIGTERM) in place of kill -9: the same guarantees, and the
+// server exits with 0 in the middle of the load.
+func TestFaultSIGTERMUnderLoad(t *testing.T) {
+	stopUnderLoad(t, 2, "stopped", func(s *server) {
+		s.signal(syscall.SIGTERM)
+		if code := s.waitExit(15 * time.Second); code != 0 {
+			s.t.Errorf("exit code %d after SIGTERM under load, want 0\n%s", code, s.logs())
+		}
+	})
+}
+
+// stopUnderLoad runs rounds of load on one data directory, each ended by
+// stop at a random moment, and checks the data after each restart.
+func stopUnderLoad(t *testing.T, rounds int, verb string, stop func(*server)) {
 	dir := t.TempDir()
 	led := newLedger()
 	s := startServer(t, dir)
 	for r := range rounds {
 		db := s.db(t)
-		killAfter := time.Duration(300+rand.IntN(1200)) * time.Millisecond
-		n := led.load(t, s, db, r, killAfter)
+		after := time.Duration(300+rand.IntN(1200)) * time.Millisecond
+		n := led.load(t, s, db, r, after, stop)
 		s = startServer(t, dir)
 		db = s.db(t)
 		led.verify(t, db, r)
-		t.Logf("round %d: killed after %v, %d statements acknowledged this round, %d records checked",
-			r, killAfter, n, led.records())
+		t.Logf("round %d: %s after %v, %d statements acknowledged this round, %d records checked",
+			r, verb, after, n, led.records())
 		if t.Failed() {
 			return
 		}
@@ -137,9 +156,9 @@ func (l *ledger) put(key, value string, exec func() error) error {
 	return nil
 }
 
-// load runs the writers of round r against s until it is killed, killAfter
+// load runs the writers of round r against s until stop ends it, killAfter
 // after they started, and returns the number of statements acknowledged.
-func (l *ledger) load(t *testing.T, s *server, db *sql.DB, r int, killAfter time.Duration) int64 {
+func (l *ledger) load(t *testing.T, s *server, db *sql.DB, r int, killAfter time.Duration, stop func(*server)) int64 {
 	t.Helper()
 	ctx := context.Background()
 	var killed atomic.Bool
@@ -282,7 +301,7 @@ func (l *ledger) load(t *testing.T, s *server, db *sql.DB, r int, killAfter time
 
 	time.Sleep(killAfter)
 	killed.Store(true)
-	s.kill()
+	stop(s)
 	wg.Wait()
 	return acks.Load()
 }
