@@ -27,6 +27,7 @@ type metrics struct {
 	connWS, connLP       prometheus.Gauge
 	framesWS, framesLP   prometheus.Counter
 	bytesWS, bytesLP     prometheus.Counter
+	writesWS, writesLP   prometheus.Counter
 	drops                *prometheus.CounterVec
 	handshakeErrors      *prometheus.CounterVec
 	rateLimited          prometheus.Counter
@@ -49,7 +50,13 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 		Namespace: "cometql", Subsystem: "browser", Name: "bytes_out_total",
 		Help: "Frame payload bytes written to browsers, by transport.",
 	}, []string{"transport"})
+	writes := prometheus.NewCounterVec(prometheus.CounterOpts{
+		Namespace: "cometql", Subsystem: "browser", Name: "writes_total",
+		Help: "Writes of frames to browsers, by transport (ws: socket writes, each carrying one or more frames; lp: poll responses carrying frames). frames_out_total / writes_total is the batching.",
+	}, []string{"transport"})
 	m := &metrics{
+		writesWS: writes.WithLabelValues("ws"),
+		writesLP: writes.WithLabelValues("lp"),
 		connWS:   conns.WithLabelValues("ws"),
 		connLP:   conns.WithLabelValues("lp"),
 		framesWS: frames.WithLabelValues("ws"),
@@ -82,7 +89,7 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 	if reg == nil {
 		return m, nil
 	}
-	for _, c := range []prometheus.Collector{conns, frames, bytes, m.drops, m.handshakeErrors, m.rateLimited, m.commands, m.tooLarge} {
+	for _, c := range []prometheus.Collector{conns, frames, bytes, writes, m.drops, m.handshakeErrors, m.rateLimited, m.commands, m.tooLarge} {
 		if err := reg.Register(c); err != nil {
 			var are prometheus.AlreadyRegisteredError
 			if errors.As(err, &are) {
@@ -102,5 +109,14 @@ func (m *metrics) drop(reason string) {
 		m.dropPongTimeoutCount.Inc()
 	default:
 		m.drops.WithLabelValues(reason).Inc()
+	}
+}
+
+// wroteWS counts one write to a WebSocket carrying frames.
+func (m *metrics) wroteWS(frames, payload int) {
+	m.writesWS.Inc()
+	if frames > 0 {
+		m.framesWS.Add(float64(frames))
+		m.bytesWS.Add(float64(payload))
 	}
 }

@@ -188,3 +188,32 @@ func (c *wsConn) keep(buf []byte) {
 	}
 	c.rbuf = buf
 }
+
+// writeNonblock writes b to c's socket without waiting for it to be
+// writable: it returns how much the socket took, with errWouldBlock when
+// it could not take all of it.
+func (c *wsConn) writeNonblock(b []byte) (int, error) {
+	n := 0
+	var werr error
+	err := c.rc.Write(func(fd uintptr) bool {
+		for n < len(b) {
+			k, e := unix.Write(int(fd), b[n:])
+			if e == unix.EINTR {
+				continue
+			}
+			if e != nil {
+				werr = e
+				break
+			}
+			n += k
+		}
+		return true
+	})
+	switch {
+	case err != nil:
+		return n, err
+	case werr == unix.EAGAIN:
+		return n, errWouldBlock
+	}
+	return n, werr
+}

@@ -14,3 +14,6 @@ func newPollers(*Server, int) ([]*poller, error) {
 func (*poller) wake()             {}
 func (*poller) close()            {}
 func (*poller) add(*wsConn) error { return errors.New("epoll is Linux-only") }
+
+// writeNonblock is never called without epoll loops (no writers).
+func (c *wsConn) writeNonblock([]byte) (int, error) { return 0, errWouldBlock }

@@ -6,8 +6,9 @@
 //
 // Idle WebSockets cost little: no goroutine and no buffer is held for a
 // connection waiting for input (epoll loops watch the sockets and a worker
-// reads when data arrives), and a connection's writer runs only while it
-// has frames to write.
+// reads when data arrives), and frames are written by a few writer
+// goroutines shared by all connections, a connection's whole backlog in one
+// write (see wswriter.go).
 package jsapi
 
 import (
@@ -18,6 +19,7 @@ import (
 	"net"
 	"net/http"
 	"net/netip"
+	"runtime"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -56,6 +58,7 @@ type Server struct {
 
 	conns   connTable
 	pollers []*poller
+	writers []*wsWriter // nil without pollers
 	lp      lpRegistry
 	perIP   ipCounter
 	strs    internTable
@@ -160,6 +163,9 @@ func newServer(cfg Config, hub *pipes.Hub, authenticate authFunc, log *slog.Logg
 			s.log.Warn("epoll unavailable: one reading goroutine per WebSocket", "err", err)
 			s.pollers = nil
 		}
+	}
+	if s.pollers != nil {
+		s.writers = newWriters(s, runtime.GOMAXPROCS(0))
 	}
 	s.bg.Add(1)
 	go s.housekeeping()

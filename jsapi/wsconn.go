@@ -26,8 +26,8 @@ import (
 // Nothing is held for an idle connection but this struct: no goroutine
 // (an epoll loop watches the socket), no read buffer (pooled, taken when
 // input arrives, kept only while a frame is incomplete), no write buffer
-// (the outbox is a list of shared frames, written by a goroutine that runs
-// only while the list is not empty).
+// (the outbox is a list of shared frames, written by the writer goroutines
+// of wswriter.go, or by a goroutine of its own while the socket is full).
 type wsConn struct {
 	srv *Server
 	nc  net.Conn
@@ -143,11 +143,17 @@ func (c *wsConn) startFlushLocked() {
 		return
 	}
 	c.flushing = true
+	if c.rc != nil && c.srv.writers != nil {
+		c.srv.writers[int(c.slot)%len(c.srv.writers)].schedule(c)
+		return
+	}
 	c.srv.wg.Add(1)
 	go c.flush()
 }
 
-// flush writes the outbox until it is empty, several frames per write.
+// flush writes the outbox until it is empty, several frames per write,
+// blocking while the socket is full: for TLS connections, without epoll
+// loops, and after a writer found the socket full (flushRest).
 func (c *wsConn) flush() {
 	defer c.srv.wg.Done()
 	// Yield once before taking the outbox: when a publish is fanning out to
@@ -224,9 +230,7 @@ func (c *wsConn) write(ctrl []byte, frames [][]byte) (int, error) {
 	if err != nil {
 		return payload, err
 	}
-	m := c.srv.metrics
-	m.framesWS.Add(float64(len(frames)))
-	m.bytesWS.Add(float64(payload))
+	c.srv.metrics.wroteWS(len(frames), payload)
 	return payload, nil
 }
 
