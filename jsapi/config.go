@@ -77,6 +77,11 @@ type Config struct {
 	LongPollIdle time.Duration
 	// MaxLongPollSessions caps the open long-poll sessions (default 10000).
 	MaxLongPollSessions int
+	// LongPollLinger is how long a held poll waits, once a first frame is
+	// ready, for more frames to answer with (default 10ms). Frames of a
+	// burst then leave in one response, and a publish to many sessions
+	// wakes them in batches, not one at a time from the publisher.
+	LongPollLinger time.Duration
 
 	// Pollers is the number of epoll loops that watch idle WebSockets for
 	// input (default min(4, GOMAXPROCS)). Linux only; elsewhere, and for
@@ -121,6 +126,7 @@ const (
 	DefaultLongPollHold        = 25 * time.Second
 	DefaultLongPollIdle        = 60 * time.Second
 	DefaultMaxLongPollSessions = 10000
+	DefaultLongPollLinger      = 10 * time.Millisecond
 )
 
 func (c *Config) setDefaults() {
@@ -162,6 +168,9 @@ func (c *Config) setDefaults() {
 	}
 	if c.IdleTimeout <= 0 {
 		c.IdleTimeout = 2 * c.LongPollHold
+	}
+	if c.LongPollLinger <= 0 {
+		c.LongPollLinger = DefaultLongPollLinger
 	}
 	if c.MaxLongPollSessions <= 0 {
 		c.MaxLongPollSessions = DefaultMaxLongPollSessions

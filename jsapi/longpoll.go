@@ -54,6 +54,7 @@ type lpSession struct {
 	attached         bool          // the opener is done with the session
 	endAfterDelivery bool          // a handshake error: end once the frames went out
 	waiter           chan struct{} // closed to wake the held poll
+	wakeQueued       bool          // on the waker's list (a frame for the held poll)
 	pollSeq          uint64        // number of the latest poll
 	polls            int           // polls in progress
 	lastPoll         int64         // server clock of the last poll's start or end
@@ -79,7 +80,13 @@ func (l *lpSession) Send(frame []byte) {
 	}
 	l.frames = append(l.frames, frame)
 	l.bytes += len(frame)
-	l.wakeLocked()
+	if l.waiter != nil && !l.wakeQueued {
+		// Not woken here: a publisher fans out to many sessions, and
+		// readying thousands of goroutines from its call would queue it
+		// behind them. The waker wakes the held poll after the linger.
+		l.wakeQueued = true
+		l.srv.lpWaker.add(l)
+	}
 	l.mu.Unlock()
 }
 
@@ -90,6 +97,64 @@ func (l *lpSession) wakeLocked() {
 	if l.waiter != nil {
 		close(l.waiter)
 		l.waiter = nil
+	}
+}
+
+// lpWaker wakes held polls that have frames, LongPollLinger after their
+// first frame, many at a time.
+type lpWaker struct {
+	srv    *Server
+	mu     sync.Mutex
+	list   []*lpSession
+	signal chan struct{}
+}
+
+func (w *lpWaker) init(s *Server) {
+	w.srv = s
+	w.signal = make(chan struct{}, 1)
+}
+
+// add queues l (whose wakeQueued was just set, under l.mu) for a wake-up.
+func (w *lpWaker) add(l *lpSession) {
+	w.mu.Lock()
+	w.list = append(w.list, l)
+	first := len(w.list) == 1
+	w.mu.Unlock()
+	if first {
+		select {
+		case w.signal <- struct{}{}:
+		default:
+		}
+	}
+}
+
+func (w *lpWaker) run() {
+	defer w.srv.bg.Done()
+	linger := time.NewTimer(time.Hour)
+	linger.Stop()
+	var batch []*lpSession
+	for {
+		select {
+		case <-w.signal:
+		case <-w.srv.stop:
+			return
+		}
+		linger.Reset(w.srv.cfg.LongPollLinger)
+		select {
+		case <-linger.C:
+		case <-w.srv.stop:
+			return
+		}
+		w.mu.Lock()
+		batch, w.list = w.list, batch[:0]
+		w.mu.Unlock()
+		for i, l := range batch {
+			l.mu.Lock()
+			l.wakeQueued = false
+			l.wakeLocked()
+			l.mu.Unlock()
+			batch[i] = nil
+		}
 	}
 }
 
@@ -392,6 +457,17 @@ wait:
 	if l.waiter != nil && l.pollSeq == me {
 		l.waiter = nil
 	}
+	if len(l.frames) > 0 && !l.ended && l.pollSeq == me {
+		// Answer when a response slot is free; frames that arrive
+		// meanwhile leave in the same response.
+		l.mu.Unlock()
+		select {
+		case s.lpSlots <- struct{}{}:
+			defer func() { <-s.lpSlots }()
+		case <-r.Context().Done():
+		}
+		l.mu.Lock()
+	}
 	l.polls--
 	l.lastPoll = s.now()
 	if l.ended {
@@ -428,6 +504,13 @@ wait:
 	}
 	b = append(b, "]}"...)
 	s.lpReply(w, r, http.StatusOK, b, cb)
+	if len(frames) > 0 {
+		// Written while the response slot is held.
+		if f, ok := w.(http.Flusher); ok {
+			f.Flush()
+		}
+		s.metrics.writesLP.Inc()
+	}
 	s.metrics.framesLP.Add(float64(len(frames)))
 	s.metrics.bytesLP.Add(float64(payload))
 	if endNow {

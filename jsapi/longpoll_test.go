@@ -334,3 +334,36 @@ func TestLongPollOverflowEndsSession(t *testing.T) {
 		t.Fatalf("poll after overflow: %d %+v", st, e)
 	}
 }
+
+// Frames that arrive within LongPollLinger of the first leave in the same
+// response to a held poll.
+func TestLongPollLingerGathersFrames(t *testing.T) {
+	ts := newTestServer(t, Config{LongPollLinger: 300 * time.Millisecond}, pipes.Config{})
+	c := ts.lpOpen(lpQuery)
+	c.frames(1)
+	c.send("subscription\nnews")
+	for ts.hub.LocalCount(0, "news") != 1 {
+		time.Sleep(time.Millisecond)
+	}
+	done := make(chan pollReply, 1)
+	go func() { done <- c.poll(c.ack) }()
+	l := ts.srv.lp.get(c.sid)
+	for held := false; !held; {
+		l.mu.Lock()
+		held = l.waiter != nil
+		l.mu.Unlock()
+		time.Sleep(time.Millisecond)
+	}
+	const n = 5
+	for i := range n {
+		ts.publish("news", "e", fmt.Sprint(i))
+	}
+	select {
+	case r := <-done:
+		if len(r.Frames) != n {
+			t.Fatalf("held poll answered with %d frames, want %d: %+v", len(r.Frames), n, r)
+		}
+	case <-time.After(waitFor):
+		t.Fatal("the held poll was not answered")
+	}
+}

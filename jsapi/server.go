@@ -60,6 +60,12 @@ type Server struct {
 	pollers []*poller
 	writers []*wsWriter // nil without pollers
 	lp      lpRegistry
+	lpWaker lpWaker
+	// lpSlots bounds the poll responses being written at once: under
+	// load, polls with frames wait for a slot (gathering more frames)
+	// instead of all becoming runnable at once, which would queue every
+	// other goroutine (publishers' INSERTs among them) behind them.
+	lpSlots chan struct{}
 	perIP   ipCounter
 	strs    internTable
 
@@ -74,6 +80,10 @@ type Server struct {
 	shutOnce     sync.Once
 	shutErr      error
 }
+
+// lpResponseSlots is how many long-poll responses carrying frames may be
+// under way at once.
+const lpResponseSlots = 64
 
 // newServer builds a Server; New wires it to the auth service.
 func newServer(cfg Config, hub *pipes.Hub, authenticate authFunc, log *slog.Logger) (*Server, error) {
@@ -167,7 +177,10 @@ func newServer(cfg Config, hub *pipes.Hub, authenticate authFunc, log *slog.Logg
 	if s.pollers != nil {
 		s.writers = newWriters(s, runtime.GOMAXPROCS(0))
 	}
-	s.bg.Add(1)
+	s.lpWaker.init(s)
+	s.lpSlots = make(chan struct{}, lpResponseSlots)
+	s.bg.Add(2)
+	go s.lpWaker.run()
 	go s.housekeeping()
 	return s, nil
 }
