@@ -9,6 +9,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/cometql/cometql/store"
 )
 
 func writeFile(t *testing.T, name, text string) string {
@@ -138,5 +140,34 @@ func TestRunPortTaken(t *testing.T) {
 		func(string) string { return "" }, &out, &errOut)
 	if code != 1 || !strings.Contains(errOut.String(), "address already in use") {
 		t.Fatalf("port taken: code %d, stderr %q", code, errOut.String())
+	}
+}
+
+func TestSyncFlag(t *testing.T) {
+	for _, c := range []struct {
+		args []string
+		env  map[string]string
+		want store.Sync
+	}{
+		{nil, nil, store.SyncFull},
+		{[]string{"--sync", "normal"}, nil, store.SyncNormal},
+		{nil, map[string]string{"COMETQL_SYNC": "normal"}, store.SyncNormal},
+		{[]string{"--sync", "full"}, map[string]string{"COMETQL_SYNC": "normal"}, store.SyncFull},
+	} {
+		o, err := parseWith(t, c.args, c.env)
+		if err != nil {
+			t.Fatal(err)
+		}
+		got, err := o.cfg.StoreSync()
+		if err != nil || got != c.want {
+			t.Errorf("%v %v: sync %v (%v), want %v", c.args, c.env, got, err, c.want)
+		}
+	}
+	o, err := parseWith(t, []string{"--sync", "sometimes"}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := o.cfg.Validate(); err == nil || !strings.Contains(err.Error(), "sync") {
+		t.Fatalf("--sync sometimes: Validate %v", err)
 	}
 }

@@ -66,7 +66,8 @@ func New(cfg Config, log *slog.Logger) (*App, error) {
 	fileLimit := setFileLimit(log, cfg.MaxOpenFiles)
 
 	ctx := context.Background()
-	st, err := store.Open(ctx, store.Config{Dir: cfg.DataDir, QueueTTL: cfg.QueueTTL})
+	sync, _ := cfg.StoreSync() // checked by Validate
+	st, err := store.Open(ctx, store.Config{Dir: cfg.DataDir, Sync: sync, QueueTTL: cfg.QueueTTL})
 	if err != nil {
 		return nil, fmt.Errorf("open store in %s: %w", cfg.DataDir, err)
 	}

@@ -9,6 +9,8 @@ import (
 	"fmt"
 	"os"
 	"time"
+
+	"github.com/cometql/cometql/store"
 )
 
 // Config is the whole server configuration. DefaultConfig gives the
@@ -17,6 +19,7 @@ type Config struct {
 	QLAddr    string // CometQL listen address (default 127.0.0.1:3300)
 	HTTPAddr  string // HTTP/WebSocket listen address (default 127.0.0.1:8087)
 	DataDir   string // SQLite and local state (default ./data)
+	Sync      string // when durable writes are acknowledged: full (after an fsync) or normal (committed, no fsync); see StoreSync
 	Password  string // CometQL password; generated and saved in DataDir when empty
 	NodeName  string // node name (default: host name)
 	RedisURL  string // Redis URL: cluster mode when set
@@ -64,6 +67,7 @@ func DefaultConfig() Config {
 		QLAddr:                "127.0.0.1:3300",
 		HTTPAddr:              "127.0.0.1:8087",
 		DataDir:               "./data",
+		Sync:                  "full",
 		NodeName:              host,
 		LogLevel:              "info",
 		LogFormat:             "text",
@@ -98,6 +102,9 @@ func (c *Config) Validate() error {
 	}
 	if c.DataDir == "" && c.RedisURL == "" {
 		errs = append(errs, errors.New("data-dir must be set"))
+	}
+	if _, err := c.StoreSync(); err != nil {
+		errs = append(errs, err)
 	}
 	if (c.TLSCert == "") != (c.TLSKey == "") {
 		errs = append(errs, errors.New("tls-cert and tls-key go together"))
@@ -165,4 +172,19 @@ func (c *Config) webPublishBurst() int {
 		return c.WebPublishBurst
 	}
 	return max(1, int(2*c.WebPublishRate))
+}
+
+// StoreSync is Sync as the store's setting ("" is full). With full, a write
+// is acknowledged after an fsync of the WAL: it survives kill -9, an OS
+// crash and a power loss. With normal it is acknowledged once committed
+// (SQLite WAL, synchronous=NORMAL): it survives kill -9 of the process
+// (SPEC 7), not an OS crash or a power loss.
+func (c *Config) StoreSync() (store.Sync, error) {
+	switch c.Sync {
+	case "", "full":
+		return store.SyncFull, nil
+	case "normal":
+		return store.SyncNormal, nil
+	}
+	return store.SyncFull, fmt.Errorf("sync %q: want full or normal", c.Sync)
 }
