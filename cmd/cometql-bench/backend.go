@@ -117,10 +117,70 @@ func (b *sqlBackend) publisher(ctx context.Context) (publisherConn, error) {
 
 // sqlPublisher is one pinned CometQL connection.
 type sqlPublisher struct {
-	c    *sql.Conn
-	stmt *sql.Stmt
-	mode string
-	buf  []byte
+	c      *sql.Conn
+	stmt   *sql.Stmt
+	mode   string
+	buf    []byte
+	multi  *sql.Stmt // prepared multi-row INSERT of multiN rows
+	multiN int
+	args   []any
+}
+
+// multiInsertSQL is the INSERT of n rows with placeholders.
+func multiInsertSQL(n int) string {
+	var b strings.Builder
+	b.WriteString("INSERT INTO pipes_messages (name, event, message) VALUES ")
+	for i := range n {
+		if i > 0 {
+			b.WriteString(", ")
+		}
+		b.WriteString("(?, ?, ?)")
+	}
+	return b.String()
+}
+
+// publishRows publishes rows with one multi-row INSERT, as a backend
+// sending many messages at once does.
+func (p *sqlPublisher) publishRows(ctx context.Context, rows []pubRow) error {
+	switch p.mode {
+	case sqlPrepared, sqlInterp:
+		p.args = p.args[:0]
+		for _, r := range rows {
+			p.args = append(p.args, r.pipe, r.event, r.message)
+		}
+		if p.mode == sqlInterp {
+			_, err := p.c.ExecContext(ctx, multiInsertSQL(len(rows)), p.args...)
+			return err
+		}
+		if p.multi == nil || p.multiN != len(rows) {
+			if p.multi != nil {
+				p.multi.Close()
+			}
+			st, err := p.c.PrepareContext(ctx, multiInsertSQL(len(rows)))
+			if err != nil {
+				p.multi = nil
+				return fmt.Errorf("prepare: %w", err)
+			}
+			p.multi, p.multiN = st, len(rows)
+		}
+		_, err := p.multi.ExecContext(ctx, p.args...)
+		return err
+	}
+	p.buf = append(p.buf[:0], "INSERT INTO pipes_messages (name, event, message) VALUES "...)
+	for i, r := range rows {
+		if i > 0 {
+			p.buf = append(p.buf, ", "...)
+		}
+		p.buf = append(p.buf, '(')
+		p.buf = appendQuoted(p.buf, r.pipe)
+		p.buf = append(p.buf, ", "...)
+		p.buf = appendQuoted(p.buf, r.event)
+		p.buf = append(p.buf, ", "...)
+		p.buf = appendQuoted(p.buf, r.message)
+		p.buf = append(p.buf, ')')
+	}
+	_, err := p.c.ExecContext(ctx, string(p.buf))
+	return err
 }
 
 func (p *sqlPublisher) publish(ctx context.Context, pipe, event, message string) error {
@@ -146,6 +206,9 @@ func (p *sqlPublisher) publish(ctx context.Context, pipe, event, message string)
 func (p *sqlPublisher) close() error {
 	if p.stmt != nil {
 		p.stmt.Close()
+	}
+	if p.multi != nil {
+		p.multi.Close()
 	}
 	return p.c.Close()
 }

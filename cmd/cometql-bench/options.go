@@ -23,6 +23,12 @@ const (
 
 var scenarios = []string{scIdle, scFanout, scPublish, scManyPipes, scHistory, scChurn, scSoak}
 
+// defaultWindow is --window at max rate: well under the server's default
+// outbox of 1000 frames per connection, so a max-rate run measures how fast
+// subscribers receive rather than how fast a server disconnects those that
+// fall behind.
+const defaultWindow = 400
+
 // options are the command line of one run.
 type options struct {
 	Scenario string
@@ -47,6 +53,8 @@ type options struct {
 	SQLMode       string
 	HistoryLength int
 	Concurrency   int
+	Batch         int
+	Window        int
 
 	Duration      time.Duration
 	Warmup        time.Duration
@@ -125,6 +133,8 @@ func newFlagSet(o *options, out io.Writer) (*flag.FlagSet, func() map[string]boo
 	fs.IntVar(&o.Size, "size", 100, "message size in bytes")
 	fs.StringVar(&o.Event, "event", "bench", "event name of published messages")
 	fs.StringVar(&o.SQLMode, "sql", sqlPrepared, "publish SQL: prepared (placeholders, prepared once per connection), interp (placeholders, interpolateParams=true: literal SQL on the wire), literal (SQL text built by the tool)")
+	fs.IntVar(&o.Batch, "batch", 1, "messages per INSERT: rows of one multi-row INSERT, as a backend publishing many messages at once sends them")
+	fs.IntVar(&o.Window, "window", -1, "single-pipe runs: publishing waits while a live subscriber has not yet received this many of the messages published (split over the publishers); 0: never wait (default: 400 at max rate, 0 at a fixed --rate)")
 	fs.IntVar(&o.HistoryLength, "history-length", 1000, "history: pipes_settings length")
 	fs.IntVar(&o.Concurrency, "concurrency", 64, "churn: concurrent connect+subscribe+close loops")
 
@@ -222,6 +232,12 @@ func parseOptions(args []string, stderr io.Writer) (*options, error) {
 		def("pipes", &o.Pipes, 64)
 	}
 	def("subs", &o.Subs, o.Pipes)
+	if o.Window < 0 {
+		o.Window = 0
+		if o.Rate == 0 && o.Pipes == 1 {
+			o.Window = defaultWindow
+		}
+	}
 	if !set["duration"] {
 		o.Duration = 10 * time.Second
 		if o.Soak {
@@ -292,6 +308,9 @@ func (o *options) validate() error {
 	if o.PerWorker <= 0 {
 		errs = append(errs, errors.New("--per-worker must be positive"))
 	}
+	if o.Batch < 1 || o.Batch > 1000 {
+		errs = append(errs, errors.New("--batch must be 1..1000"))
+	}
 	if o.Rate < 0 || o.Size < 0 {
 		errs = append(errs, errors.New("--rate and --size must not be negative"))
 	}
@@ -326,6 +345,12 @@ func (o *options) params() map[string]any {
 		p["duration"], p["warmup"], p["drain"] = o.Duration.String(), o.Warmup.String(), o.Drain.String()
 		if o.Scenario == scHistory {
 			p["history_length"] = o.HistoryLength
+		}
+		if o.Batch > 1 {
+			p["batch"] = o.Batch
+		}
+		if o.Window > 0 && o.Pipes == 1 {
+			p["window"] = o.Window
 		}
 		if o.Soak {
 			p["soak"], p["sample_interval"] = true, o.SampleEvery.String()

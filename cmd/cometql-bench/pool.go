@@ -19,6 +19,13 @@ type pool struct {
 	nextID int
 	closed bool
 
+	// onSeen, when set before workers send seen events, gets the merged
+	// delivery window: per stream the lowest seq reported by any worker.
+	onSeen  func(seen []uint64)
+	seenMu  sync.Mutex
+	seenBy  [][]uint64 // per worker, its last seen event
+	seenAll int        // workers that have reported
+
 	// progress of each worker, from its progress events
 	connected []int64
 	failed    []int64
@@ -90,6 +97,10 @@ func (p *pool) readEvents(pr *proc, r io.Reader) {
 			continue
 		}
 		e.Worker = pr.i
+		if e.Ev == "seen" {
+			p.seen(e)
+			continue
+		}
 		p.events <- e
 	}
 	err := pr.cmd.Wait()
@@ -269,4 +280,42 @@ func sumMarks(evs []event) markStats {
 		m.CPUTicks += e.Mark.CPUTicks
 	}
 	return m
+}
+
+// seen merges a worker's seen event into the delivery window: the window
+// moves once every worker has reported, to the lowest of their seqs.
+func (p *pool) seen(e event) {
+	p.seenMu.Lock()
+	if p.seenBy == nil {
+		p.seenBy = make([][]uint64, len(p.procs))
+	}
+	if p.seenBy[e.Worker] == nil {
+		p.seenAll++
+	}
+	p.seenBy[e.Worker] = e.Seen
+	var merged []uint64
+	if p.seenAll == len(p.procs) {
+		merged = append([]uint64(nil), p.seenBy[0]...)
+		for _, s := range p.seenBy[1:] {
+			for i := range merged {
+				if i >= len(s) {
+					merged[i] = 0
+				} else if s[i] < merged[i] {
+					merged[i] = s[i]
+				}
+			}
+		}
+	}
+	f := p.onSeen
+	p.seenMu.Unlock()
+	if merged != nil && f != nil {
+		f(merged)
+	}
+}
+
+// setOnSeen sets the receiver of the merged delivery window.
+func (p *pool) setOnSeen(f func([]uint64)) {
+	p.seenMu.Lock()
+	p.onSeen = f
+	p.seenMu.Unlock()
 }

@@ -13,6 +13,7 @@ import "time"
 //	{"op":"report","id":N}                   {"ev":"report","id":N,"report":{...}}
 //	{"op":"churn_start"} / {"op":"churn_stop","id":N}   {"ev":"churn_stopped","id":N}
 //	{"op":"close","id":N}                    {"ev":"closed","id":N}, then exit
+//	                                         {"ev":"seen","seen":[...]}  (every few ms with seen_streams)
 //	                                         {"ev":"error","msg":...}  (fatal)
 //
 // A worker whose stdin reaches EOF closes everything and exits, so a dead
@@ -48,6 +49,10 @@ type workerSpec struct {
 	ConnectRetries     int           `json:"connect_retries"`
 	ReadBuffer         int           `json:"read_buffer"`
 	WriteBuffer        int           `json:"write_buffer"`
+	// SeenStreams > 0 makes the worker send "seen" events: for each of
+	// that many publisher streams, the highest seq all its live
+	// subscribers have received (the publishers' delivery window).
+	SeenStreams int `json:"seen_streams,omitempty"`
 }
 
 type command struct {
@@ -68,6 +73,7 @@ type event struct {
 	Mark      *markStats    `json:"mark,omitempty"`
 	Report    *workerReport `json:"report,omitempty"`
 	Msg       string        `json:"msg,omitempty"`
+	Seen      []uint64      `json:"seen,omitempty"`
 }
 
 // markStats are a worker's counters at one instant.

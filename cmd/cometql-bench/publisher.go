@@ -19,6 +19,8 @@ type pubGroup struct {
 	event  string
 	size   int
 	rate   float64 // messages per second over all publishers; 0 = max
+	batch  int     // messages per INSERT (rows of one statement)
+	window uint64  // messages of a stream that may be in flight (0: no limit)
 	lat    *atomicHistogram
 	ok     atomic.Uint64
 	errs   atomic.Uint64
@@ -28,11 +30,33 @@ type pubGroup struct {
 
 	mu       sync.Mutex
 	firstErr string
+
+	// The delivery window: seen[w] is the highest seq of stream w that
+	// every live subscriber has received (single-pipe runs only).
+	seenMu   sync.Mutex
+	seenCond *sync.Cond
+	seen     []uint64
+	stopped  bool
+}
+
+// pubRow is one message of a publish.
+type pubRow struct {
+	pipe, event, message string
+}
+
+// batchPublisher publishes several messages in one statement.
+type batchPublisher interface {
+	publishRows(ctx context.Context, rows []pubRow) error
 }
 
 // openPublishers opens n publisher connections.
-func openPublishers(ctx context.Context, be backend, n int, pipes []string, event string, size int, rate float64) (*pubGroup, error) {
-	g := &pubGroup{pipes: pipes, event: event, size: size, rate: rate, lat: newAtomicHistogram(8), stopCh: make(chan struct{})}
+func openPublishers(ctx context.Context, be backend, n int, pipes []string, event string, size int, rate float64, batch, window int) (*pubGroup, error) {
+	g := &pubGroup{pipes: pipes, event: event, size: size, rate: rate, batch: max(batch, 1), lat: newAtomicHistogram(8), stopCh: make(chan struct{})}
+	if window > 0 && len(pipes) == 1 {
+		g.window = uint64(max(window/n, 1))
+	}
+	g.seenCond = sync.NewCond(&g.seenMu)
+	g.seen = make([]uint64, n)
 	for i := range n {
 		c, err := be.publisher(ctx)
 		if err != nil {
@@ -63,8 +87,11 @@ func (g *pubGroup) run(stream int) {
 	rng := rand.New(rand.NewPCG(uint64(time.Now().UnixNano()), uint64(stream)))
 	var interval time.Duration
 	if g.rate > 0 {
-		interval = time.Duration(float64(len(g.conns)) / g.rate * float64(time.Second))
+		interval = time.Duration(float64(len(g.conns)*g.batch) / g.rate * float64(time.Second))
 	}
+	bp, _ := conn.(batchPublisher)
+	rows := make([]pubRow, g.batch)
+	picked := make([]int, g.batch)
 	// Stagger the streams so rate-limited publishers do not fire together.
 	next := time.Now().Add(interval * time.Duration(stream) / time.Duration(len(g.conns)))
 	timer := time.NewTimer(time.Hour)
@@ -90,14 +117,30 @@ func (g *pubGroup) run(stream int) {
 			}
 			next = next.Add(interval)
 		}
-		pi := 0
-		if len(g.pipes) > 1 {
-			pi = rng.IntN(len(g.pipes))
+		if g.window > 0 && !g.waitWindow(stream, seq[0]+uint64(g.batch)) {
+			return
 		}
-		seq[pi]++
 		t0 := time.Now()
-		buf = encodePayload(buf[:0], t0.UnixNano(), seq[pi], stream, g.size)
-		err := conn.publish(ctx, g.pipes[pi], g.event, string(buf))
+		for k := range rows {
+			pi := 0
+			if len(g.pipes) > 1 {
+				pi = rng.IntN(len(g.pipes))
+			}
+			seq[pi]++
+			picked[k] = pi
+			buf = encodePayload(buf[:0], t0.UnixNano(), seq[pi], stream, g.size)
+			rows[k] = pubRow{g.pipes[pi], g.event, string(buf)}
+		}
+		var err error
+		if bp != nil && len(rows) > 1 {
+			err = bp.publishRows(ctx, rows)
+		} else {
+			for _, r := range rows {
+				if err = conn.publish(ctx, r.pipe, r.event, r.message); err != nil {
+					break
+				}
+			}
+		}
 		g.lat.record(stream, int64(time.Since(t0)))
 		if err != nil {
 			g.errs.Add(1)
@@ -113,9 +156,36 @@ func (g *pubGroup) run(stream int) {
 			}
 			continue
 		}
-		ok[pi]++
-		g.ok.Add(1)
+		for _, pi := range picked {
+			ok[pi]++
+		}
+		g.ok.Add(uint64(len(rows)))
 	}
+}
+
+// waitWindow waits until stream may publish up to seq: until every live
+// subscriber has received all but window of its messages. It returns false
+// when publishing stops.
+func (g *pubGroup) waitWindow(stream int, seq uint64) bool {
+	g.seenMu.Lock()
+	defer g.seenMu.Unlock()
+	for !g.stopped && seq > g.seen[stream]+g.window {
+		g.seenCond.Wait()
+	}
+	return !g.stopped
+}
+
+// setSeen records what every live subscriber has received: seen[w] is the
+// highest seq of stream w they all have.
+func (g *pubGroup) setSeen(seen []uint64) {
+	g.seenMu.Lock()
+	for w := range g.seen {
+		if w < len(seen) && seen[w] > g.seen[w] {
+			g.seen[w] = seen[w]
+		}
+	}
+	g.seenMu.Unlock()
+	g.seenCond.Broadcast()
 }
 
 // stop stops publishing and waits for the publishers' last answers.
@@ -125,6 +195,10 @@ func (g *pubGroup) stop() {
 	default:
 		close(g.stopCh)
 	}
+	g.seenMu.Lock()
+	g.stopped = true
+	g.seenMu.Unlock()
+	g.seenCond.Broadcast()
 	g.wg.Wait()
 }
 

@@ -188,7 +188,11 @@ func (r *result) row() tableRow {
 		primary = d.PerSec
 		cells[3] = f0(d.PerSec) + " deliv/s"
 		if p := res.Publish; p != nil {
-			cells[3] += " (" + f0(p.PerSec) + " ins/s)"
+			if b, _ := r.Params["batch"].(float64); b > 1 {
+				cells[3] += " (" + f0(p.PerSec) + " msg/s in INSERTs of " + f0(b) + " rows)"
+			} else {
+				cells[3] += " (" + f0(p.PerSec) + " ins/s)"
+			}
 			cells[8] = f2(p.LatencyMS.P50) + " / " + f2(p.LatencyMS.P99)
 			if r.Scenario == scPublish || r.Scenario == scHistory {
 				primary = p.PerSec

@@ -200,6 +200,9 @@ func (r *runner) specs(role string, total int) []workerSpec {
 		ReadBuffer:         o.ReadBuffer,
 		WriteBuffer:        o.WriteBuffer,
 	}
+	if role == roleSubs && o.Window > 0 && o.Pipes == 1 && o.Scenario != scIdle {
+		base.SeenStreams = o.Publishers
+	}
 	specs := make([]workerSpec, n)
 	first := 0
 	for i := range specs {
@@ -439,15 +442,24 @@ func (r *runner) traffic() error {
 	r.waitSubscribed(conn.Connected)
 
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
-	pubs, err := openPublishers(ctx, be, o.Publishers, pipes, o.Event, o.Size, o.Rate)
+	pubs, err := openPublishers(ctx, be, o.Publishers, pipes, o.Event, o.Size, o.Rate, o.Batch, o.Window)
 	cancel()
 	if err != nil {
 		return err
 	}
 	r.pubs = pubs
+	if pubs.window > 0 {
+		r.pool.setOnSeen(pubs.setSeen)
+	}
 	rate := "max rate"
 	if o.Rate > 0 {
 		rate = fmt.Sprintf("%.0f msg/s", o.Rate)
+	}
+	if pubs.window > 0 {
+		rate += fmt.Sprintf(" (at most %d in flight per publisher)", pubs.window)
+	}
+	if o.Batch > 1 {
+		rate += fmt.Sprintf(", %d per INSERT", o.Batch)
 	}
 	r.logf("publishing %d-byte messages from %d connection(s) at %s: warm-up %v, window %v", o.Size, o.Publishers, rate, o.Warmup, o.Duration)
 	pubs.start()

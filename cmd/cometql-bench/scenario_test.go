@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"os"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 )
@@ -256,5 +257,49 @@ func TestConnectFailureReported(t *testing.T) {
 	}
 	if time.Since(start) > 30*time.Second {
 		t.Fatal("took too long to give up")
+	}
+}
+
+// At max rate the publishers keep at most --window messages in flight:
+// nothing is lost, and the window is recorded.
+func TestFanoutMaxRateWindow(t *testing.T) {
+	f := newFakeServer(t)
+	be := &fakeBackend{f: f}
+	args := append([]string{"fanout", "--subs", "20", "--per-worker", "10", "--conns-per-addr", "10", "--publishers", "2", "--window", "6"}, quick...)
+	r := runFake(t, f, be, args...)
+	d, p := r.Results.Delivery, r.Results.Publish
+	if p == nil || d == nil || p.Published == 0 || p.Errors != 0 {
+		t.Fatalf("publish %+v delivery %+v", p, d)
+	}
+	if d.Lost != 0 || d.Duplicated != 0 || d.OutOfOrder != 0 || d.Received != d.Expected {
+		t.Fatalf("delivery %+v (published %d)", d, p.Published)
+	}
+	if w, _ := r.Params["window"].(float64); w != 6 {
+		t.Fatalf("params %v: want window 6", r.Params)
+	}
+}
+
+// A stream waits while a live subscriber is a window behind it.
+func TestPublisherWindow(t *testing.T) {
+	g := &pubGroup{window: 3, seen: make([]uint64, 2), stopCh: make(chan struct{})}
+	g.seenCond = sync.NewCond(&g.seenMu)
+	done := make(chan bool)
+	go func() { done <- g.waitWindow(1, 4) }()
+	select {
+	case <-done:
+		t.Fatal("seq 4 went out with nothing seen and a window of 3")
+	case <-time.After(50 * time.Millisecond):
+	}
+	g.setSeen([]uint64{0, 1})
+	if !<-done {
+		t.Fatal("waitWindow reported a stop")
+	}
+	if !g.waitWindow(0, 3) {
+		t.Fatal("seq 3 of stream 0 is within the window")
+	}
+	go func() { done <- g.waitWindow(0, 4) }()
+	g.stop()
+	if <-done {
+		t.Fatal("waitWindow after stop reported go on")
 	}
 }

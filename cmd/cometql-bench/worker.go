@@ -9,6 +9,7 @@ import (
 	"io"
 	"os"
 	"runtime/pprof"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -230,6 +231,54 @@ func (w *worker) connectAll() {
 	w.connectEnd = time.Now().UnixNano()
 	w.mu.Unlock()
 	w.emit(event{Ev: "ready", Worker: w.spec.Worker, Connected: w.connected.Load(), Failed: w.failed.Load()})
+	if w.spec.SeenStreams > 0 {
+		go w.reportSeen()
+	}
+}
+
+// seenEvery is how often a worker reports the delivery window.
+const seenEvery = 10 * time.Millisecond
+
+// reportSeen sends a seen event whenever what every live subscriber has
+// received moves on, until the worker closes.
+func (w *worker) reportSeen() {
+	t := time.NewTicker(seenEvery)
+	defer t.Stop()
+	last := make([]uint64, w.spec.SeenStreams)
+	cur := make([]uint64, w.spec.SeenStreams)
+	sent := false
+	for {
+		select {
+		case <-t.C:
+		case <-w.ctx.Done():
+			return
+		}
+		if w.closing.Load() {
+			return
+		}
+		for i := range cur {
+			cur[i] = ^uint64(0) // no live subscriber holds anything back
+		}
+		for _, s := range w.subs {
+			s.mu.Lock()
+			if s.ready && !s.gone {
+				for i := range cur {
+					var hi uint64
+					if i < len(s.tr.streams) && s.tr.streams[i].next > 0 {
+						hi = s.tr.streams[i].next - 1
+					}
+					cur[i] = min(cur[i], hi)
+				}
+			}
+			s.mu.Unlock()
+		}
+		if sent && slices.Equal(cur, last) {
+			continue
+		}
+		copy(last, cur)
+		sent = true
+		w.emit(event{Ev: "seen", Worker: w.spec.Worker, Seen: append([]uint64(nil), cur...)})
+	}
 }
 
 // connectOne connects one subscriber, retrying a few times.
