@@ -226,6 +226,46 @@ func TestPresenceOncePerUser(t *testing.T) {
 	}
 }
 
+// failingUserTimes is a store whose users_time writes fail, as on a full
+// disk.
+type failingUserTimes struct{ *store.Store }
+
+func (failingUserTimes) SetUserTime(context.Context, int64, int64, int64) error {
+	return fmt.Errorf("%w: disk full", pipes.ErrStore)
+}
+
+// TestPresenceWhenUsersTimeFails: a user's online and offline events are
+// published even when users_time cannot be stored.
+func TestPresenceWhenUsersTimeFails(t *testing.T) {
+	st, err := store.Open(context.Background(), store.Config{Dir: t.TempDir()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer st.Close()
+	eng := pipes.NewMemoryEngine(pipes.MemoryConfig{Node: "n1"}, failingUserTimes{st}, nil)
+	hub := pipes.New(pipes.Config{}, eng, nil, nil)
+	if err := hub.Start(); err != nil {
+		t.Fatal(err)
+	}
+	defer hub.CloseSessions()
+	ctx := context.Background()
+	sw := newSink()
+	w, err := hub.Open(ctx, pipes.SessionInfo{UUID: "watcher"}, sw)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer w.Close()
+	sw.next(t)
+	w.Subscribe(ctx, []string{"user_status_7"})
+	u, err := hub.Open(ctx, pipes.SessionInfo{UserID: 7, Key: "k", UUID: "u7"}, newSink())
+	if err != nil {
+		t.Fatal(err)
+	}
+	expect(t, sw.next(t), "pipe", "user_status_7", "event", "online")
+	u.Close()
+	expect(t, sw.next(t), "pipe", "user_status_7", "event", "offline")
+}
+
 func TestPrivateMessagesAndQueue(t *testing.T) {
 	f := newFixture(t, pipes.Config{})
 	ctx := context.Background()

@@ -319,10 +319,12 @@ func (s *Session) Close() {
 		return
 	}
 	h.removeUserSession(userKey{s.info.DevID, user}, s)
+	// The engine may report the last connection and an error together
+	// (users_time could not be written: disk full, read-only): the user is
+	// offline all the same, and subscribers are told.
 	last, err := h.eng.UserDisconnect(ctx, s.info.DevID, user, s.key)
 	if err != nil {
 		h.log.Warn("user disconnect not recorded", "dev", s.info.DevID, "user", user, "err", err)
-		return
 	}
 	if last {
 		h.presence(ctx, s.info.DevID, user, false)
