@@ -48,7 +48,7 @@ func newStorageFixture(t *testing.T, dir string) *storageFixture {
 		t.Fatal(err)
 	}
 	t.Cleanup(f.anon.close)
-	if err := f.anon.subscribe("st_live", "st_log"); err != nil {
+	if err := f.anon.subscribe("st_live", "st_log", "user_status_7"); err != nil {
 		t.Fatal(err)
 	}
 	if f.user, err = dialSubAs(f.s.httpAddr, nil, 7, "key7", func(fr *wsFrame) { f.userGot <- fr }); err != nil {
@@ -144,6 +144,10 @@ func (f *storageFixture) stillServing(t *testing.T) {
 	} else {
 		sub.close()
 	}
+	// Presence goes on: user 7's last connection closing is announced
+	// (users_time, which cannot be written now, is not).
+	f.user.close()
+	expectFrame(t, f.anonGot, "offline event of user 7", "offline")
 }
 
 // TestFaultDiskFull: when the file system of the data directory is full,
