@@ -86,8 +86,9 @@ func (t *connTable) closeAll() []*wsConn {
 }
 
 // sweepConns pings the connections whose ping is due and closes those past
-// a deadline: nothing read for PongTimeout, or a message left incomplete
-// for HandshakeTimeout. The table is scanned in chunks so that accepts
+// a deadline: nothing read for PongTimeout, a write blocked for PongTimeout
+// (the client sends but does not read), or a message left incomplete for
+// HandshakeTimeout. The table is scanned in chunks so that accepts
 // never wait long for its lock.
 func (s *Server) sweepConns(now int64) {
 	const chunk = 4096
@@ -115,6 +116,8 @@ func (s *Server) sweepConns(now int64) {
 				victims = append(victims, victim{c, dropReadTimeout})
 			case now-c.lastRead.Load() > pong:
 				victims = append(victims, victim{c, dropPongTimeout})
+			case c.writeBlocked(now, pong):
+				victims = append(victims, victim{c, dropWriteTimeout})
 			case now-c.lastPing >= ping:
 				c.lastPing = now
 				c.sendControl(opPing, nil)
@@ -140,4 +143,11 @@ func (s *Server) command(sess *pipes.Session, lim *rate.Limiter, text string) {
 		return
 	}
 	runCommand(s.ctx, sess, text)
+}
+
+// writeBlocked reports whether a write has been in progress for longer
+// than limit.
+func (c *wsConn) writeBlocked(now, limit int64) bool {
+	w := c.writingSince.Load()
+	return w != 0 && now-w > limit
 }

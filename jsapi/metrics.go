@@ -12,6 +12,7 @@ const (
 	dropOverflow      = "overflow"       // its outbox or long-poll buffer overflowed
 	dropPongTimeout   = "pong_timeout"   // nothing read for PongTimeout
 	dropReadTimeout   = "read_timeout"   // a started frame was not finished in time
+	dropWriteTimeout  = "write_timeout"  // a write blocked for PongTimeout (the client does not read)
 	dropProtocol      = "protocol_error" // an RFC 6455 violation
 	dropTooLarge      = "too_large"      // a message over MaxFrameBytes
 	dropIdle          = "idle"           // a long-poll session not polled for LongPollIdle

@@ -57,6 +57,7 @@ type wsConn struct {
 
 	lastRead     atomic.Int64 // server clock of the last input
 	partialSince atomic.Int64 // since when a message is incomplete; 0: none
+	writingSince atomic.Int64 // since when a write is in progress; 0: none
 	lastPing     int64        // server clock of the last ping (housekeeping only)
 }
 
@@ -180,7 +181,12 @@ func (c *wsConn) flush() {
 		if out != nil {
 			frames = out.f
 		}
+		// A write that blocks (a client that stopped reading but keeps
+		// sending, so the pong timeout never fires) is timed by
+		// housekeeping.
+		c.writingSince.Store(c.srv.now())
 		n, err := c.write(ctrl, frames)
+		c.writingSince.Store(0)
 		c.mu.Lock()
 		c.queuedFrames -= len(frames)
 		c.queuedBytes -= n

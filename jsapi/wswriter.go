@@ -149,7 +149,10 @@ func (c *wsConn) writeOut(w *wsWriter) {
 
 // flushRest writes what a writer could not, then goes on as flush.
 func (c *wsConn) flushRest(rest []byte, nframes, payload int) {
-	if _, err := c.nc.Write(rest); err != nil {
+	c.writingSince.Store(c.srv.now()) // timed by housekeeping, as in flush
+	_, err := c.nc.Write(rest)
+	c.writingSince.Store(0)
+	if err != nil {
 		c.srv.wg.Done()
 		c.closeConn("")
 		return
