@@ -31,7 +31,7 @@ func (s *Store) AppendHistory(ctx context.Context, m *pipes.Message, keep int) e
 	msg := *m
 	newKeep := int64(max(keep, 0))
 	return s.write(ctx, "append history", func(tx *sql.Tx) error {
-		st, err := readPipeState(tx, msg.DevID, msg.Pipe)
+		st, err := s.pipes.get(tx, msg.DevID, msg.Pipe)
 		if err != nil {
 			return err
 		}
@@ -55,11 +55,10 @@ func (s *Store) AppendHistory(ctx context.Context, m *pipes.Message, keep int) e
 		if err := st.trim(tx, msg.DevID, msg.Pipe, slack(newKeep)); err != nil {
 			return err
 		}
-		_, err = tx.ExecContext(bg, `INSERT INTO pipe_seq (dev_id, pipe, last_seq, stored, keep) VALUES (?, ?, ?, ?, ?)
-			ON CONFLICT (dev_id, pipe) DO UPDATE SET
-				last_seq = max(last_seq, excluded.last_seq), stored = excluded.stored, keep = excluded.keep`,
-			msg.DevID, msg.Pipe, msg.Seq, st.stored, st.keep)
-		return err
+		st.lastSeq = max(st.lastSeq, msg.Seq)
+		// Written to pipe_seq once per pipe just before the batch commits.
+		s.pipes.set(msg.DevID, msg.Pipe, st)
+		return nil
 	})
 }
 
@@ -70,14 +69,14 @@ var bg = context.Background()
 
 // pipeState is a pipe_seq row as the writer sees it inside a transaction.
 type pipeState struct {
-	found        bool
-	stored, keep int64
+	found                 bool
+	lastSeq, stored, keep int64
 }
 
 func readPipeState(tx *sql.Tx, dev int64, pipe string) (pipeState, error) {
 	var st pipeState
-	err := tx.QueryRowContext(bg, "SELECT stored, keep FROM pipe_seq WHERE dev_id = ? AND pipe = ?",
-		dev, pipe).Scan(&st.stored, &st.keep)
+	err := tx.QueryRowContext(bg, "SELECT last_seq, stored, keep FROM pipe_seq WHERE dev_id = ? AND pipe = ?",
+		dev, pipe).Scan(&st.lastSeq, &st.stored, &st.keep)
 	switch {
 	case errors.Is(err, sql.ErrNoRows):
 		return pipeState{}, nil
@@ -156,6 +155,9 @@ func (s *Store) LastSeq(ctx context.Context, dev int64, pipe string) (int64, err
 func (s *Store) ClearHistory(ctx context.Context, dev int64, pipe string) (int64, error) {
 	var n int64
 	err := s.write(ctx, "clear history", func(tx *sql.Tx) error {
+		if err := s.pipes.forget(tx, dev, pipe); err != nil {
+			return err
+		}
 		var err error
 		n, err = clearHistory(tx, dev, pipe)
 		return err
@@ -202,6 +204,9 @@ func (s *Store) DeleteMessage(ctx context.Context, dev int64, id string) (int64,
 		if err != nil {
 			return err
 		}
+		if err := s.pipes.forget(tx, dev, pipe); err != nil {
+			return err
+		}
 		// Trim exactly first: the message may be a slack row (already
 		// trimmed for readers), and removing a kept one must not bring a
 		// slack row back.
@@ -236,6 +241,9 @@ func (s *Store) SetLogLength(ctx context.Context, dev int64, pipe string, length
 		return fmt.Errorf("store: set log length %d: %w", length, pipes.ErrInvalidLength)
 	}
 	return s.write(ctx, "set log length", func(tx *sql.Tx) error {
+		if err := s.pipes.forget(tx, dev, pipe); err != nil {
+			return err
+		}
 		if length == 0 {
 			if _, err := tx.ExecContext(bg, "DELETE FROM pipe_settings WHERE dev_id = ? AND pipe = ?", dev, pipe); err != nil {
 				return err

@@ -151,6 +151,8 @@ type Store struct {
 	done      chan struct{}   // closed when every request has been answered
 	lock      *os.File        // holds the data directory's flock until Close
 
+	pipes pipeCache // pipe_seq rows: the writer goroutine's only
+
 	checkpoints     chan struct{} // wakes the checkpointer
 	sinceCheckpoint atomic.Int64  // commits since the last checkpoint
 
@@ -192,6 +194,7 @@ func Open(ctx context.Context, cfg Config) (*Store, error) {
 
 		checkpoints: make(chan struct{}, 1),
 	}
+	s.pipes.init()
 
 	s.wdb = sql.OpenDB(newConnector(s.dsn(false),
 		// Keep the WAL file from growing without bound after a burst.

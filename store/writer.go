@@ -242,6 +242,7 @@ func (b *batch) add(r *request) {
 func (b *batch) fail(r *request, err error) {
 	_ = b.tx.Rollback() // fails harmlessly when SQLite already rolled back
 	b.tx = nil
+	b.s.pipes.rolledBack()
 	b.s.answer(r, err)
 	b.failures++
 	redo := b.reqs
@@ -278,7 +279,15 @@ func (b *batch) commit() {
 		b.s.syncSlots <- struct{}{}
 	}
 	b.holding = false
-	err := b.tx.Commit()
+	err := b.s.pipes.flush(b.tx)
+	if err != nil {
+		_ = b.tx.Rollback()
+		b.s.pipes.rolledBack()
+	} else if err = b.tx.Commit(); err == nil {
+		b.s.pipes.committedTx()
+	} else {
+		b.s.pipes.unknown()
+	}
 	reqs := b.reqs
 	b.tx, b.reqs, b.failures = nil, nil, 0
 	if err != nil {
