@@ -32,14 +32,15 @@ type App struct {
 	cfg Config
 	log *slog.Logger
 
-	store *store.Store
-	auth  *auth.Service
-	eng   pipes.Engine
-	hub   *pipes.Hub
-	sql   *sqlengine.Engine
-	ql    *mysqlproto.Server
-	web   *jsapi.Server
-	reg   *prometheus.Registry
+	store     *store.Store     // single node
+	redisAuth *auth.RedisStore // cluster mode
+	auth      *auth.Service
+	eng       pipes.Engine
+	hub       *pipes.Hub
+	sql       *sqlengine.Engine
+	ql        *mysqlproto.Server
+	web       *jsapi.Server
+	reg       *prometheus.Registry
 
 	qlLn, httpLn net.Listener
 	fds          *fdBudget
@@ -59,26 +60,50 @@ func New(cfg Config, log *slog.Logger) (*App, error) {
 	if err := cfg.Validate(); err != nil {
 		return nil, err
 	}
-	if cfg.RedisURL != "" {
-		return nil, errors.New("cluster mode (--redis) is not available in this build yet")
-	}
 	a := &App{cfg: cfg, log: log, done: make(chan error, 2)}
 	fileLimit := setFileLimit(log, cfg.MaxOpenFiles)
 
 	ctx := context.Background()
-	sync, _ := cfg.StoreSync() // checked by Validate
-	st, err := store.Open(ctx, store.Config{Dir: cfg.DataDir, Sync: sync, QueueTTL: cfg.QueueTTL})
-	if err != nil {
-		return nil, fmt.Errorf("open store in %s: %w", cfg.DataDir, err)
+	var (
+		authStore auth.Store
+		err       error
+	)
+	if cfg.RedisURL != "" {
+		// Cluster mode (SPEC 8.4): the engine and the auth tables live in
+		// Redis; no SQLite.
+		rs, err := auth.NewRedisStore(auth.RedisConfig{URL: cfg.RedisURL})
+		if err != nil {
+			return nil, fmt.Errorf("cluster mode: %w", err)
+		}
+		a.redisAuth, authStore = rs, rs
+		if err := a.loadClusterPassword(ctx); err != nil {
+			a.closeStore()
+			return nil, err
+		}
+		eng, err := pipes.NewRedisEngine(pipes.RedisConfig{
+			URL: cfg.RedisURL, Node: cfg.NodeName, QueueMax: cfg.QueueMax, QueueTTL: cfg.QueueTTL,
+		}, log)
+		if err != nil {
+			a.closeStore()
+			return nil, fmt.Errorf("cluster mode: %w", err)
+		}
+		a.eng = eng
+	} else {
+		sync, _ := cfg.StoreSync() // checked by Validate
+		var st *store.Store
+		st, err = store.Open(ctx, store.Config{Dir: cfg.DataDir, Sync: sync, QueueTTL: cfg.QueueTTL})
+		if err != nil {
+			return nil, fmt.Errorf("open store in %s: %w", cfg.DataDir, err)
+		}
+		a.store, authStore = st, st
+		if err := a.loadPassword(); err != nil {
+			a.closeStore()
+			return nil, err
+		}
+		a.eng = pipes.NewMemoryEngine(pipes.MemoryConfig{Node: cfg.NodeName, QueueMax: cfg.QueueMax, QueueTTL: cfg.QueueTTL}, st, log)
 	}
-	a.store = st
-	if err := a.loadPassword(); err != nil {
-		a.closeStore()
-		return nil, err
-	}
-	a.auth = auth.New(auth.Config{Password: a.password, TenantPasswords: cfg.TenantPasswords}, st)
+	a.auth = auth.New(auth.Config{Password: a.password, TenantPasswords: cfg.TenantPasswords}, authStore)
 
-	a.eng = pipes.NewMemoryEngine(pipes.MemoryConfig{Node: cfg.NodeName, QueueMax: cfg.QueueMax, QueueTTL: cfg.QueueTTL}, st, log)
 	a.hub = pipes.New(pipes.Config{
 		Server:                version.Server(),
 		MaxMessageBytes:       cfg.MaxMessageBytes,
@@ -218,8 +243,10 @@ func (a *App) PasswordFile() string { return a.pwFile }
 func (a *App) Hub() *pipes.Hub { return a.hub }
 
 func (a *App) ready() error {
-	if err := a.store.Ready(); err != nil {
-		return fmt.Errorf("store: %w", err)
+	if a.store != nil {
+		if err := a.store.Ready(); err != nil {
+			return fmt.Errorf("store: %w", err)
+		}
 	}
 	if err := a.eng.Ready(); err != nil {
 		return fmt.Errorf("engine: %w", err)
@@ -272,6 +299,10 @@ func (a *App) Shutdown(ctx context.Context) error {
 }
 
 func (a *App) closeStore() error {
+	if a.redisAuth != nil {
+		a.redisAuth.Close()
+		a.redisAuth = nil
+	}
 	if a.store == nil {
 		return nil
 	}
@@ -305,6 +336,38 @@ func (a *App) loadPassword() error {
 		return fmt.Errorf("save generated password: %w", err)
 	}
 	a.pwGenerated = true
+	return nil
+}
+
+// loadClusterPassword takes the configured password, else the cluster's
+// shared one from Redis; a cluster without one stores the password saved in
+// the data directory, if any, or a generated one, so every node uses the
+// same password (and JWT secret).
+func (a *App) loadClusterPassword(ctx context.Context) error {
+	if a.cfg.Password != "" {
+		a.password = a.cfg.Password
+		return nil
+	}
+	candidate, generated := "", false
+	if a.cfg.DataDir != "" {
+		if b, err := os.ReadFile(filepath.Join(a.cfg.DataDir, "password")); err == nil {
+			candidate = strings.TrimSpace(string(b))
+		}
+	}
+	if candidate == "" {
+		var raw [18]byte
+		if _, err := rand.Read(raw[:]); err != nil {
+			return fmt.Errorf("generate password: %w", err)
+		}
+		candidate, generated = base64.RawURLEncoding.EncodeToString(raw[:]), true
+	}
+	pw, created, err := a.redisAuth.SharedSecret(ctx, "password", candidate)
+	if err != nil {
+		return fmt.Errorf("cluster password: %w", err)
+	}
+	a.password = pw
+	a.pwGenerated = created && generated
+	a.pwFile = "Redis (the cluster's shared password)"
 	return nil
 }
 

@@ -96,11 +96,13 @@ func (c *collector) Collect(ch chan<- prometheus.Metric) {
 	if me, ok := c.a.eng.(interface{ DroppedFromQueues() uint64 }); ok {
 		n(c.queueDropped, float64(me.DroppedFromQueues()))
 	}
-	ss := c.a.store.Stats()
-	n(c.commits, float64(ss.Commits))
-	n(c.writes, float64(ss.Writes))
-	n(c.failed, float64(ss.Failed))
-	n(c.commitSeconds, ss.CommitTime.Seconds())
+	if c.a.store != nil { // nil in cluster mode
+		ss := c.a.store.Stats()
+		n(c.commits, float64(ss.Commits))
+		n(c.writes, float64(ss.Writes))
+		n(c.failed, float64(ss.Failed))
+		n(c.commitSeconds, ss.CommitTime.Seconds())
+	}
 	total, failed := c.a.sql.Statements()
 	n(c.statements, float64(total))
 	n(c.statementErrors, float64(failed))
