@@ -19,8 +19,8 @@ import (
 func TestLimits(t *testing.T) {
 	s := startServer(t, "",
 		"--max-message-bytes", "1024", "--max-query-bytes", "4096", "--max-subscriptions", "5",
-		"--ql-max-connections", "8", "--web-publish-rate", "2", "--web-publish-burst", "2",
-		"--command-rate", "5", "--command-burst", "10", "--max-longpoll-sessions", "3",
+		"--ql-max-connections", "8", "--web-publish-rate", "1", "--web-publish-burst", "2",
+		"--command-rate", "2", "--command-burst", "10", "--max-longpoll-sessions", "3",
 		"--ql-idle-timeout", "1s", "--ping-interval", "200ms", "--pong-timeout", "1s",
 		"--http-idle-timeout", "1s", "--max-conns-per-ip", "20")
 	db := s.db(t)
@@ -117,7 +117,7 @@ func TestLimits(t *testing.T) {
 		for i := range 40 {
 			b.send(fmt.Sprintf("pipe_count\nweb_c\nc%d\n", i))
 		}
-		time.Sleep(1500 * time.Millisecond) // the bucket refills
+		time.Sleep(time.Second) // the bucket refills for the sync command
 		frames := b.sync()
 		answered, limited := 0, 0
 		for _, f := range frames {
