@@ -1,6 +1,7 @@
 package pipes
 
 import (
+	"cmp"
 	"context"
 	"crypto/rand"
 	"encoding/hex"
@@ -424,13 +425,11 @@ func (e *RedisEngine) pipeChannel(dev int64, pipe string) string {
 // pipe) and published the message; delivery to this node's subscribers
 // comes from the pub/sub connection, like everyone else's. Delivered is the
 // number of subscribed connections cluster-wide, the sender excluded.
+//
+// Because delivery is asynchronous, a connection that subscribes to a pipe
+// this node already watches may also receive a message published just
+// before it subscribed, still on its way from Redis.
 func (e *RedisEngine) Publish(ctx context.Context, m *Message) (int, error) {
-	if m.Time == 0 {
-		m.Time = time.Now().Unix()
-	}
-	if m.ID == "" {
-		m.ID = NewMessageID()
-	}
 	if e.closed.Load() {
 		return 0, ErrClosed
 	}
@@ -601,18 +600,8 @@ func (e *RedisEngine) LogSettings(ctx context.Context, dev int64) ([]PipeSetting
 			out = append(out, PipeSetting{Pipe: p, Length: int(n)})
 		}
 	}
-	slices.SortFunc(out, func(a, b PipeSetting) int { return cmpString(a.Pipe, b.Pipe) })
+	slices.SortFunc(out, func(a, b PipeSetting) int { return cmp.Compare(a.Pipe, b.Pipe) })
 	return out, nil
-}
-
-func cmpString(a, b string) int {
-	switch {
-	case a < b:
-		return -1
-	case a > b:
-		return 1
-	}
-	return 0
 }
 
 func (e *RedisEngine) notBefore() int64 {
@@ -663,24 +652,14 @@ func (e *RedisEngine) Queue(ctx context.Context, dev, user int64) ([]QueuedMessa
 		slices.SortFunc(out, func(a, b QueuedMessage) int {
 			switch {
 			case a.Time != b.Time:
-				return cmpInt(a.Time, b.Time)
+				return cmp.Compare(a.Time, b.Time)
 			case a.UserID != b.UserID:
-				return cmpInt(a.UserID, b.UserID)
+				return cmp.Compare(a.UserID, b.UserID)
 			}
-			return cmpInt(a.Index, b.Index)
+			return cmp.Compare(a.Index, b.Index)
 		})
 	}
 	return out, nil
-}
-
-func cmpInt(a, b int64) int {
-	switch {
-	case a < b:
-		return -1
-	case a > b:
-		return 1
-	}
-	return 0
 }
 
 // ClearQueue implements Engine.
@@ -712,7 +691,7 @@ func (e *RedisEngine) UsersTime(ctx context.Context, dev int64, ids []int64) ([]
 				out = append(out, UserTime{UserID: id, Time: t})
 			}
 		}
-		slices.SortFunc(out, func(a, b UserTime) int { return cmpInt(a.UserID, b.UserID) })
+		slices.SortFunc(out, func(a, b UserTime) int { return cmp.Compare(a.UserID, b.UserID) })
 		return out, nil
 	}
 	out := make([]UserTime, len(ids))

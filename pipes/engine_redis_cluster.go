@@ -1,6 +1,7 @@
 package pipes
 
 import (
+	"cmp"
 	"context"
 	"fmt"
 	"slices"
@@ -95,7 +96,7 @@ func (e *RedisEngine) Members(ctx context.Context, dev int64, pipe string) ([]Me
 		}
 		out = append(out, m)
 	}
-	slices.SortFunc(out, func(a, b Member) int { return cmpString(string(a.Session), string(b.Session)) })
+	slices.SortFunc(out, func(a, b Member) int { return cmp.Compare(string(a.Session), string(b.Session)) })
 	return out, nil
 }
 
@@ -124,7 +125,7 @@ func (e *RedisEngine) ActivePipes(ctx context.Context, dev int64) ([]PipeCount, 
 			out = append(out, PipeCount{Pipe: p, Users: int(n)})
 		}
 	}
-	slices.SortFunc(out, func(a, b PipeCount) int { return cmpString(a.Pipe, b.Pipe) })
+	slices.SortFunc(out, func(a, b PipeCount) int { return cmp.Compare(a.Pipe, b.Pipe) })
 	return out, nil
 }
 
