@@ -53,9 +53,12 @@ type Engine interface {
 	// UserConnect records an authorized connection of a user. When the user
 	// already has max connections cluster-wide it refuses (ok=false) and
 	// changes nothing. first reports the user's first live connection; then
-	// users_time becomes 0 and the offline queue is taken (returned, in
-	// order, and removed).
+	// users_time becomes 0 and the offline queue is returned, in order. The
+	// messages stay queued until AckQueue says they reached the connection,
+	// so a crash in between delivers them again rather than losing them.
 	UserConnect(ctx context.Context, dev, user int64, key SessionKey, max int) (ok, first bool, queue []QueuedMessage, err error)
+	// AckQueue removes a user's queued messages with an index up to upTo.
+	AckQueue(ctx context.Context, dev, user, upTo int64) error
 	// UserDisconnect undoes UserConnect; last reports the user's last live
 	// connection, when users_time becomes the current time.
 	UserDisconnect(ctx context.Context, dev, user int64, key SessionKey) (last bool, err error)

@@ -277,13 +277,19 @@ func (e *MemoryEngine) UserConnect(ctx context.Context, dev, user int64, _ Sessi
 	if err := e.store.SetUserTime(ctx, dev, user, 0); err != nil {
 		e.log.Warn("users_time not recorded", "dev", dev, "user", user, "err", err)
 	}
-	queue, err := e.store.TakeQueue(ctx, dev, user, e.notBefore())
+	queue, err := e.store.Queue(ctx, dev, user, e.notBefore())
 	if err != nil {
 		// The messages stay queued for the next connection.
-		e.log.Warn("offline queue not taken", "dev", dev, "user", user, "err", err)
+		e.log.Warn("offline queue not read", "dev", dev, "user", user, "err", err)
 		queue = nil
 	}
 	return true, true, queue, nil
+}
+
+// AckQueue implements Engine.
+func (e *MemoryEngine) AckQueue(ctx context.Context, dev, user, upTo int64) error {
+	_, err := e.store.AckQueue(ctx, dev, user, upTo)
+	return err
 }
 
 // UserDisconnect implements Engine.

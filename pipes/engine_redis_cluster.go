@@ -169,7 +169,7 @@ func (e *RedisEngine) SendPrivate(ctx context.Context, dev, user int64, event, d
 
 // UserConnect implements Engine: the connection is counted cluster-wide
 // (and refused at max) and, for the first one, users_time becomes 0 and the
-// offline queue is taken, in one script.
+// offline queue is read, in one script.
 func (e *RedisEngine) UserConnect(ctx context.Context, dev, user int64, key SessionKey, max int) (bool, bool, []QueuedMessage, error) {
 	if e.closed.Load() {
 		return false, false, nil, ErrClosed
@@ -217,7 +217,27 @@ func (e *RedisEngine) UserConnect(ctx context.Context, dev, user int64, key Sess
 	return true, true, e.decodeQueue(entries, user), nil
 }
 
-// decodeQueue decodes taken queue entries, leaving out expired ones.
+// AckQueue implements Engine.
+func (e *RedisEngine) AckQueue(ctx context.Context, dev, user, upTo int64) error {
+	if e.closed.Load() {
+		return ErrClosed
+	}
+	if e.down() {
+		return e.unavailable("ack queue")
+	}
+	d := e.devKey(dev)
+	u := strconv.FormatInt(user, 10)
+	ctx, cancel := e.opCtx(ctx)
+	defer cancel()
+	err := scriptAckQueue.Exec(ctx, e.client, []string{d + ":q:" + u, d + ":qusers"},
+		[]string{u, strconv.FormatInt(upTo, 10)}).Error()
+	if err != nil {
+		return e.fail("ack queue", err)
+	}
+	return nil
+}
+
+// decodeQueue decodes queue entries, leaving out expired ones.
 func (e *RedisEngine) decodeQueue(entries []string, user int64) []QueuedMessage {
 	if len(entries) == 0 {
 		return nil

@@ -152,7 +152,8 @@ return {0, dropped}
 `)
 
 // scriptUserConnect counts a live connection cluster-wide; the first one
-// sets users_time to 0 and takes the offline queue.
+// sets users_time to 0 and reads the offline queue (which stays until
+// scriptAckQueue).
 //
 //	KEYS: the user's connections hash, queue list, users_time hash,
 //	      queued-users set, node index set
@@ -167,10 +168,30 @@ redis.call('HSET', KEYS[1], ARGV[1], ARGV[2])
 redis.call('SADD', KEYS[5], ARGV[5])
 if n > 0 then return {1, 0, {}} end
 redis.call('HSET', KEYS[3], ARGV[4], 0)
-local q = redis.call('LRANGE', KEYS[2], 0, -1)
-redis.call('DEL', KEYS[2])
-redis.call('SREM', KEYS[4], ARGV[4])
-return {1, 1, q}
+return {1, 1, redis.call('LRANGE', KEYS[2], 0, -1)}
+`)
+
+// scriptAckQueue removes a user's queued messages up to an index (they
+// reached a connection of the user).
+//
+//	KEYS: the user's queue list, tenant's queued-users set
+//	ARGV: user, highest index delivered
+//	returns the number removed
+var scriptAckQueue = rueidis.NewLuaScript(`
+local upto = tonumber(ARGV[2])
+local n = 0
+while true do
+  local head = redis.call('LINDEX', KEYS[1], 0)
+  if not head then break end
+  local idx = tonumber(string.match(head, '^(%d+)|'))
+  if idx and idx > upto then break end
+  redis.call('LPOP', KEYS[1])
+  n = n + 1
+end
+if redis.call('EXISTS', KEYS[1]) == 0 then
+  redis.call('SREM', KEYS[2], ARGV[1])
+end
+return n
 `)
 
 // scriptUserDisconnect undoes scriptUserConnect; the last connection sets

@@ -287,9 +287,7 @@ func TestPrivateMessagesAndQueue(t *testing.T) {
 	}
 	expect(t, s1.next(t), "pipe", "msg", "event", "e2", "data", "live")
 	expect(t, s2.next(t), "pipe", "msg", "data", "live")
-	if q, _ := f.eng.Queue(ctx, 0, 4); len(q) != 0 {
-		t.Fatalf("queue after delivery = %v", q)
-	}
+	waitQueueEmpty(t, f.eng, 0, 4)
 	_ = d1
 }
 
@@ -466,5 +464,81 @@ func TestErrorFramesCounted(t *testing.T) {
 		if got[code] != want {
 			t.Errorf("errors[%s] = %d, want %d (%v)", code, got[code], want, got)
 		}
+	}
+}
+
+// flushSink reports flushes only when the test says the frames reached the
+// browser.
+type flushSink struct {
+	*chanSink
+	mu      sync.Mutex
+	pending []func()
+}
+
+func (s *flushSink) AfterFlush(fn func()) {
+	s.mu.Lock()
+	s.pending = append(s.pending, fn)
+	s.mu.Unlock()
+}
+
+func (s *flushSink) flush() {
+	s.mu.Lock()
+	fns := s.pending
+	s.pending = nil
+	s.mu.Unlock()
+	for _, fn := range fns {
+		fn()
+	}
+}
+
+// TestQueueKeptUntilFlushed: offline messages leave the queue only once the
+// transport says they reached the browser; a connection lost before that
+// (or a crash) gets them again on the next connect.
+func TestQueueKeptUntilFlushed(t *testing.T) {
+	dir := t.TempDir()
+	ctx := context.Background()
+	f := openFixture(t, dir, pipes.Config{})
+	f.hub.SendPrivate(ctx, 0, 31, "ev", "keep me")
+
+	sink := &flushSink{chanSink: newSink()}
+	s, err := f.hub.Open(ctx, pipes.SessionInfo{UserID: 31, Key: "k"}, sink)
+	if err != nil {
+		t.Fatal(err)
+	}
+	sink.next(t)
+	expect(t, sink.next(t), "pipe", "msg", "data", "keep me", "fromQueue", true, "uuid", "q1")
+	s.Close() // lost before the frames were written
+	if q, _ := f.eng.Queue(ctx, 0, 31); len(q) != 1 {
+		t.Fatalf("queue after a connection lost before flushing = %v", q)
+	}
+	f.close() // and the process goes away
+
+	g := openFixture(t, dir, pipes.Config{})
+	sink2 := &flushSink{chanSink: newSink()}
+	s2, err := g.hub.Open(ctx, pipes.SessionInfo{UserID: 31, Key: "k"}, sink2)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s2.Close()
+	sink2.next(t)
+	expect(t, sink2.next(t), "data", "keep me", "fromQueue", true)
+	sink2.flush()
+	waitQueueEmpty(t, g.eng, 0, 31)
+}
+
+// waitQueueEmpty waits for a session's background acknowledgement to empty
+// a user's offline queue.
+func waitQueueEmpty(t *testing.T, eng pipes.Engine, dev, user int64) {
+	t.Helper()
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		q, _ := eng.Queue(context.Background(), dev, user)
+		if len(q) == 0 {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("queue of user %d still holds %v", user, q)
+		}
+		time.Sleep(10 * time.Millisecond)
 	}
 }

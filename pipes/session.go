@@ -122,10 +122,11 @@ func (h *Hub) Open(ctx context.Context, info SessionInfo, sink Sink) (*Session, 
 	s.send(serverInfoFrame(true, info.Key, h.now(), h.cfg.Server))
 	for i := range queue {
 		q := &queue[i]
-		s.send(privateFrame("", q.Event, q.Data, q.Time, true))
+		s.send(privateFrame("q"+strconv.FormatInt(q.Index, 10), q.Event, q.Data, q.Time, true))
 	}
 	if len(queue) > 0 {
 		h.private.Add(uint64(len(queue)))
+		s.ackQueue(queue[len(queue)-1].Index)
 	}
 	s.pmu.Lock()
 	for _, f := range s.pending {
@@ -138,6 +139,35 @@ func (h *Hub) Open(ctx context.Context, info SessionInfo, sink Sink) (*Session, 
 		h.presence(ctx, info.DevID, info.UserID, true)
 	}
 	return s, nil
+}
+
+// FlushNotifier is implemented by sinks that can tell when the frames sent
+// so far have reached the browser: written to the socket for a WebSocket,
+// acknowledged by the next poll for a long-poll session.
+type FlushNotifier interface {
+	// AfterFlush calls fn (from any goroutine, without blocking it) once
+	// every frame sent before the call has reached the browser; never if
+	// the transport closes first.
+	AfterFlush(fn func())
+}
+
+// ackQueue removes the delivered offline queue up to index once the frames
+// have reached the browser (at once when the sink cannot tell). Until then
+// the messages stay queued: a crash or a dropped connection delivers them
+// again rather than losing them (their uuid lets CppComet's client drop a
+// repeat).
+func (s *Session) ackQueue(upTo int64) {
+	h, dev, user := s.hub, s.info.DevID, s.info.UserID
+	ack := func() {
+		if err := h.eng.AckQueue(context.Background(), dev, user, upTo); err != nil {
+			h.log.Warn("delivered offline messages not removed from the queue", "dev", dev, "user", user, "err", err)
+		}
+	}
+	if fn, ok := s.sink.(FlushNotifier); ok {
+		fn.AfterFlush(func() { go ack() })
+		return
+	}
+	go ack()
 }
 
 // Key is the session's cluster-wide key.

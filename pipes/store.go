@@ -36,9 +36,9 @@ type Store interface {
 	// Queue lists a user's queued messages (user 0: every user's), oldest
 	// first, leaving out those queued before notBefore (unix seconds).
 	Queue(ctx context.Context, dev, user int64, notBefore int64) ([]QueuedMessage, error)
-	// TakeQueue returns a user's queued messages not older than notBefore,
-	// oldest first, and removes the user's whole queue, in one transaction.
-	TakeQueue(ctx context.Context, dev, user int64, notBefore int64) ([]QueuedMessage, error)
+	// AckQueue removes a user's queued messages with an index up to upTo
+	// (they reached one of the user's connections).
+	AckQueue(ctx context.Context, dev, user, upTo int64) (int64, error)
 	// ClearQueue removes a user's queue.
 	ClearQueue(ctx context.Context, dev, user int64) (int64, error)
 

@@ -1,11 +1,9 @@
 package store
 
 import (
-	"cmp"
 	"context"
 	"database/sql"
 	"fmt"
-	"slices"
 
 	"github.com/cometql/cometql/pipes"
 )
@@ -100,36 +98,10 @@ func (s *Store) Queue(ctx context.Context, dev, user int64, notBefore int64) ([]
 	return out, err
 }
 
-// TakeQueue returns a user's queued messages not older than notBefore,
-// oldest first, and removes the user's whole queue (the older ones
-// included), in one transaction.
-func (s *Store) TakeQueue(ctx context.Context, dev, user int64, notBefore int64) ([]pipes.QueuedMessage, error) {
-	var out []pipes.QueuedMessage
-	err := s.write(ctx, "take queue", func(tx *sql.Tx) error {
-		out = out[:0]
-		rows, err := tx.QueryContext(bg, `DELETE FROM queue WHERE dev_id = ? AND user_id = ?
-			RETURNING user_id, idx, event, data, time`, dev, user)
-		if err != nil {
-			return err
-		}
-		defer rows.Close()
-		for rows.Next() {
-			var m pipes.QueuedMessage
-			if err := rows.Scan(&m.UserID, &m.Index, &m.Event, &m.Data, &m.Time); err != nil {
-				return err
-			}
-			if m.Time >= notBefore {
-				out = append(out, m)
-			}
-		}
-		return rows.Err()
-	})
-	if err != nil {
-		return nil, err
-	}
-	// DELETE ... RETURNING does not promise an order.
-	slices.SortFunc(out, func(a, b pipes.QueuedMessage) int { return cmp.Compare(a.Index, b.Index) })
-	return out, nil
+// AckQueue removes a user's queued messages with an index up to upTo: they
+// reached one of the user's connections.
+func (s *Store) AckQueue(ctx context.Context, dev, user, upTo int64) (int64, error) {
+	return s.exec(ctx, "ack queue", "DELETE FROM queue WHERE dev_id = ? AND user_id = ? AND idx <= ?", dev, user, upTo)
 }
 
 // ClearQueue removes a user's queue (user 0: every user's queue of the

@@ -169,19 +169,18 @@ func TestQueueTake(t *testing.T) {
 		}
 	}
 
-	// TakeQueue returns the recent ones in order and removes all of them
-	got, err := s.TakeQueue(ctx, 0, 1, 102)
-	if err != nil {
-		t.Fatal(err)
+	// AckQueue removes what was delivered, up to an index, and nothing after
+	if n, err := s.AckQueue(ctx, 0, 1, 2); err != nil || n != 2 {
+		t.Errorf("AckQueue up to 2 = %d, %v", n, err)
 	}
-	if !reflect.DeepEqual(indexes(got), []int64{2, 3}) {
-		t.Errorf("TakeQueue = %+v", got)
+	if rest, err := s.Queue(ctx, 0, 1, 0); err != nil || !reflect.DeepEqual(indexes(rest), []int64{3}) {
+		t.Errorf("queue after ack: %+v, %v", rest, err)
 	}
-	if rest, err := s.Queue(ctx, 0, 1, 0); err != nil || len(rest) != 0 {
-		t.Errorf("queue after take: %+v, %v", rest, err)
+	if n, err := s.AckQueue(ctx, 0, 1, 3); err != nil || n != 1 {
+		t.Errorf("AckQueue up to 3 = %d, %v", n, err)
 	}
-	if again, err := s.TakeQueue(ctx, 0, 1, 0); err != nil || len(again) != 0 {
-		t.Errorf("second TakeQueue = %+v, %v", again, err)
+	if n, err := s.AckQueue(ctx, 0, 1, 3); err != nil || n != 0 {
+		t.Errorf("second AckQueue = %d, %v", n, err)
 	}
 	// other users and tenants are untouched
 	if q, err := s.Queue(ctx, 0, 2, 0); err != nil || len(q) != 1 {
@@ -190,10 +189,10 @@ func TestQueueTake(t *testing.T) {
 	if q, err := s.Queue(ctx, 3, 1, 0); err != nil || len(q) != 1 || q[0].Data != "other tenant" {
 		t.Errorf("dev 3 queue: %+v, %v", q, err)
 	}
-	// indexes keep increasing after the take
+	// indexes keep increasing after the ack
 	enqueue(0, 1, 200, "e")
 	if q, err := s.Queue(ctx, 0, 1, 0); err != nil || !reflect.DeepEqual(indexes(q), []int64{4}) {
-		t.Errorf("index after take: %+v, %v", q, err)
+		t.Errorf("index after ack: %+v, %v", q, err)
 	}
 
 	// ClearQueue
@@ -209,7 +208,7 @@ func TestQueueTake(t *testing.T) {
 	}
 }
 
-func TestTakeQueueLarge(t *testing.T) {
+func TestQueueLarge(t *testing.T) {
 	ctx := context.Background()
 	s := openTest(t, Config{})
 	const n = 1000
@@ -218,12 +217,12 @@ func TestTakeQueueLarge(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	got, err := s.TakeQueue(ctx, 0, 1, 0)
+	got, err := s.Queue(ctx, 0, 1, 0)
 	if err != nil {
 		t.Fatal(err)
 	}
 	if len(got) != n {
-		t.Fatalf("took %d, want %d", len(got), n)
+		t.Fatalf("queued %d, want %d", len(got), n)
 	}
 	for i, m := range got {
 		if m.Index != int64(i+1) || m.Data != string(rune('a'+i%26)) {

@@ -244,7 +244,7 @@ func TestClose(t *testing.T) {
 		"LogSettings":    func() error { _, err := s.LogSettings(ctx); return err },
 		"Enqueue":        func() error { _, err := s.Enqueue(ctx, 0, &pipes.QueuedMessage{UserID: 1}, 10); return err },
 		"Queue":          func() error { _, err := s.Queue(ctx, 0, 1, 0); return err },
-		"TakeQueue":      func() error { _, err := s.TakeQueue(ctx, 0, 1, 0); return err },
+		"AckQueue":       func() error { _, err := s.AckQueue(ctx, 0, 1, 1); return err },
 		"ClearQueue":     func() error { _, err := s.ClearQueue(ctx, 0, 1); return err },
 		"SetUserTime":    func() error { return s.SetUserTime(ctx, 0, 1, 0) },
 		"UserTimes":      func() error { _, err := s.UserTimes(ctx, 0, nil); return err },

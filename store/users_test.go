@@ -202,7 +202,7 @@ func TestTextRoundTrip(t *testing.T) {
 			if _, err := s.Enqueue(ctx, 0, &pipes.QueuedMessage{UserID: user, Event: tt.text, Data: tt.text}, 10); err != nil {
 				t.Fatal(err)
 			}
-			q, err := s.TakeQueue(ctx, 0, user, 0)
+			q, err := s.Queue(ctx, 0, user, 0)
 			if err != nil || len(q) != 1 || q[0].Data != tt.text || q[0].Event != tt.text {
 				t.Errorf("queue: %+v, %v", q, err)
 			}
