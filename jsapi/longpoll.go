@@ -58,12 +58,42 @@ type lpSession struct {
 	pollSeq          uint64        // number of the latest poll
 	polls            int           // polls in progress
 	lastPoll         int64         // server clock of the last poll's start or end
+	flushWaiters     []lpFlushWaiter // AfterFlush callbacks; nil almost always
 
 	cmdMu   sync.Mutex // commands of a session run one at a time
 	limiter *rate.Limiter
 }
 
-var _ pipes.Sink = (*lpSession)(nil)
+var (
+	_ pipes.Sink          = (*lpSession)(nil)
+	_ pipes.FlushNotifier = (*lpSession)(nil)
+)
+
+// lpFlushWaiter is an AfterFlush callback waiting for the frames up to upTo
+// to be acknowledged.
+type lpFlushWaiter struct {
+	upTo int64
+	fn   func()
+}
+
+// AfterFlush calls fn once a poll has acknowledged every frame buffered so
+// far (pipes.FlushNotifier): only then did they surely reach the browser.
+// Never if the session ends first.
+func (l *lpSession) AfterFlush(fn func()) {
+	l.mu.Lock()
+	if l.ended {
+		l.mu.Unlock()
+		return
+	}
+	upTo := l.base + int64(len(l.frames))
+	if upTo <= l.base {
+		l.mu.Unlock()
+		fn()
+		return
+	}
+	l.flushWaiters = append(l.flushWaiters, lpFlushWaiter{upTo: upTo, fn: fn})
+	l.mu.Unlock()
+}
 
 // Send buffers a frame for the next poll (pipes.Sink); a session whose
 // buffer would pass OutboxBytes or OutboxFrames ends.
@@ -167,7 +197,7 @@ func (l *lpSession) end(reason string) {
 		return
 	}
 	l.ended = true
-	l.frames, l.bytes = nil, 0
+	l.frames, l.bytes, l.flushWaiters = nil, 0, nil
 	l.wakeLocked()
 	run := l.attached
 	l.mu.Unlock()
@@ -204,11 +234,12 @@ func (l *lpSession) finish() {
 	l.srv.metrics.connLP.Dec()
 }
 
-// ackLocked discards the frames up to ack.
-func (l *lpSession) ackLocked(ack int64) {
+// ackLocked discards the frames up to ack and returns the AfterFlush
+// callbacks now due, to be called once l.mu is released.
+func (l *lpSession) ackLocked(ack int64) []func() {
 	k := ack - l.base
 	if k <= 0 {
-		return
+		return nil
 	}
 	k = min(k, int64(len(l.frames)))
 	for _, f := range l.frames[:k] {
@@ -221,6 +252,23 @@ func (l *lpSession) ackLocked(ack int64) {
 		l.frames = nil
 	}
 	l.base += k
+	if len(l.flushWaiters) == 0 {
+		return nil
+	}
+	var due []func()
+	keep := l.flushWaiters[:0]
+	for _, w := range l.flushWaiters {
+		if w.upTo <= l.base {
+			due = append(due, w.fn)
+		} else {
+			keep = append(keep, w)
+		}
+	}
+	if len(keep) == 0 {
+		keep = nil
+	}
+	l.flushWaiters = keep
+	return due
 }
 
 // lpRegistry holds the long-poll sessions by sid.
@@ -426,7 +474,11 @@ func (s *Server) lpPoll(w http.ResponseWriter, r *http.Request, l *lpSession, ac
 		s.lpError(w, r, http.StatusNotFound, "unknown session", cb)
 		return
 	}
-	l.ackLocked(ack)
+	if due := l.ackLocked(ack); due != nil {
+		l.mu.Unlock()
+		callAll(due)
+		l.mu.Lock()
+	}
 	l.pollSeq++
 	me := l.pollSeq
 	l.polls++

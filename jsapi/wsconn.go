@@ -39,6 +39,7 @@ type wsConn struct {
 	ctrl            []byte     // encoded control frames waiting
 	queuedBytes     int        // payload bytes waiting or being written
 	queuedFrames    int
+	flushWaiters    []flushWaiter // AfterFlush callbacks; nil almost always
 	sess            *pipes.Session
 	flushing        bool // a flush goroutine runs
 	closed          bool
@@ -61,7 +62,64 @@ type wsConn struct {
 	lastPing     int64        // server clock of the last ping (housekeeping only)
 }
 
-var _ pipes.Sink = (*wsConn)(nil)
+var (
+	_ pipes.Sink          = (*wsConn)(nil)
+	_ pipes.FlushNotifier = (*wsConn)(nil)
+)
+
+// flushWaiter is an AfterFlush callback waiting for left more frames to be
+// written.
+type flushWaiter struct {
+	left int
+	fn   func()
+}
+
+// AfterFlush calls fn once every frame queued so far has been written to
+// the socket (pipes.FlushNotifier); never if the connection closes first.
+func (c *wsConn) AfterFlush(fn func()) {
+	c.mu.Lock()
+	if c.closed {
+		c.mu.Unlock()
+		return
+	}
+	if c.queuedFrames == 0 {
+		c.mu.Unlock()
+		fn()
+		return
+	}
+	c.flushWaiters = append(c.flushWaiters, flushWaiter{left: c.queuedFrames, fn: fn})
+	c.mu.Unlock()
+}
+
+// wroteLocked accounts for frames written to the socket and returns the
+// AfterFlush callbacks now due, to be called once c.mu is released.
+func (c *wsConn) wroteLocked(nframes, payload int) []func() {
+	c.queuedFrames -= nframes
+	c.queuedBytes -= payload
+	if len(c.flushWaiters) == 0 {
+		return nil
+	}
+	var due []func()
+	keep := c.flushWaiters[:0]
+	for _, w := range c.flushWaiters {
+		if w.left -= nframes; w.left <= 0 {
+			due = append(due, w.fn)
+		} else {
+			keep = append(keep, w)
+		}
+	}
+	if len(keep) == 0 {
+		keep = nil
+	}
+	c.flushWaiters = keep
+	return due
+}
+
+func callAll(fns []func()) {
+	for _, fn := range fns {
+		fn()
+	}
+}
 
 func newWSConn(s *Server, nc net.Conn, ip string) *wsConn {
 	c := &wsConn{srv: s, nc: nc, ip: ip, asm: assembler{max: s.cfg.MaxFrameBytes}}
@@ -188,10 +246,12 @@ func (c *wsConn) flush() {
 		n, err := c.write(ctrl, frames)
 		c.writingSince.Store(0)
 		c.mu.Lock()
-		c.queuedFrames -= len(frames)
-		c.queuedBytes -= n
+		due := c.wroteLocked(len(frames), n)
 		c.mu.Unlock()
 		putFrameList(out)
+		if err == nil {
+			callAll(due)
+		}
 		if err != nil {
 			c.closeConn("")
 			return
@@ -250,7 +310,7 @@ func (c *wsConn) closeConn(reason string) {
 	}
 	c.closed = true
 	out := c.out
-	c.out, c.ctrl = nil, nil
+	c.out, c.ctrl, c.flushWaiters = nil, nil, nil
 	run := c.attached
 	c.mu.Unlock()
 	putFrameList(out)

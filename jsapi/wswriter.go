@@ -122,14 +122,14 @@ func (c *wsConn) writeOut(w *wsWriter) {
 	case err == nil && n == len(buf):
 		c.srv.metrics.wroteWS(nframes, payload)
 		c.mu.Lock()
-		c.queuedFrames -= nframes
-		c.queuedBytes -= payload
+		due := c.wroteLocked(nframes, payload)
 		more := !c.closed && (c.out != nil || len(c.ctrl) > 0)
 		if !more {
 			c.flushing = false
 		}
 		closeNow := !more && !c.closed && c.closeAfterFlush
 		c.mu.Unlock()
+		callAll(due)
 		if more {
 			w.schedule(c) // behind the others: more frames gather meanwhile
 		}
@@ -159,8 +159,8 @@ func (c *wsConn) flushRest(rest []byte, nframes, payload int) {
 	}
 	c.srv.metrics.wroteWS(nframes, payload)
 	c.mu.Lock()
-	c.queuedFrames -= nframes
-	c.queuedBytes -= payload
+	due := c.wroteLocked(nframes, payload)
 	c.mu.Unlock()
+	callAll(due)
 	c.flush()
 }
