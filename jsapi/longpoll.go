@@ -51,13 +51,13 @@ type lpSession struct {
 	base             int64
 	bytes            int
 	ended            bool
-	attached         bool          // the opener is done with the session
-	endAfterDelivery bool          // a handshake error: end once the frames went out
-	waiter           chan struct{} // closed to wake the held poll
-	wakeQueued       bool          // on the waker's list (a frame for the held poll)
-	pollSeq          uint64        // number of the latest poll
-	polls            int           // polls in progress
-	lastPoll         int64         // server clock of the last poll's start or end
+	attached         bool            // the opener is done with the session
+	endAfterDelivery bool            // a handshake error: end once the frames went out
+	waiter           chan struct{}   // closed to wake the held poll
+	wakeQueued       bool            // on the waker's list (a frame for the held poll)
+	pollSeq          uint64          // number of the latest poll
+	polls            int             // polls in progress
+	lastPoll         int64           // server clock of the last poll's start or end
 	flushWaiters     []lpFlushWaiter // AfterFlush callbacks; nil almost always
 
 	cmdMu   sync.Mutex // commands of a session run one at a time
