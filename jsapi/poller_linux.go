@@ -122,15 +122,19 @@ func (p *poller) rearm(c *wsConn) {
 }
 
 func (p *poller) ctl(c *wsConn, op int) error {
-	ev := unix.EpollEvent{Events: armEvents, Fd: int32(c.slot), Pad: int32(c.gen)}
-	var cerr error
-	err := c.rc.Control(func(fd uintptr) {
-		cerr = unix.EpollCtl(p.epfd, op, int(fd), &ev)
-	})
-	if err != nil {
-		return err // closed
+	return epollCtl(p.epfd, op, c, armEvents)
+}
+
+// epollCtl registers (or re-arms) c's socket in an epoll set, naming it by
+// its table slot and generation.
+func epollCtl(epfd, op int, c *wsConn, events uint32) error {
+	if !c.fd.acquire() {
+		return errClosedSocket
 	}
-	return cerr
+	ev := unix.EpollEvent{Events: events, Fd: int32(c.slot), Pad: int32(c.gen)}
+	err := unix.EpollCtl(epfd, op, int(c.fd.fd), &ev)
+	c.fd.release()
+	return err
 }
 
 // onReadable is a worker: it reads what arrived and re-arms the socket.
@@ -154,13 +158,14 @@ func (c *wsConn) readAvailable() bool {
 	var (
 		n    int
 		rerr error
+		err  error
 	)
-	// RawConn.Read holds the descriptor open for the duration of the
-	// callback; returning true means "do not wait for readiness".
-	err := c.rc.Read(func(fd uintptr) bool {
-		n, rerr = unix.Read(int(fd), buf[len(buf):cap(buf)])
-		return true
-	})
+	if c.fd.acquire() {
+		n, rerr = unix.Read(int(c.fd.fd), buf[len(buf):cap(buf)])
+		c.fd.release()
+	} else {
+		err = errClosedSocket
+	}
 	switch {
 	case err != nil: // closed under us
 		c.rbuf = nil
@@ -193,27 +198,100 @@ func (c *wsConn) keep(buf []byte) {
 // writable: it returns how much the socket took, with errWouldBlock when
 // it could not take all of it.
 func (c *wsConn) writeNonblock(b []byte) (int, error) {
+	if !c.fd.acquire() {
+		return 0, errClosedSocket
+	}
+	defer c.fd.release()
 	n := 0
-	var werr error
-	err := c.rc.Write(func(fd uintptr) bool {
-		for n < len(b) {
-			k, e := unix.Write(int(fd), b[n:])
-			if e == unix.EINTR {
+	for n < len(b) {
+		k, err := unix.Write(int(c.fd.fd), b[n:])
+		switch err {
+		case nil:
+			n += k
+		case unix.EINTR:
+		case unix.EAGAIN:
+			return n, errWouldBlock
+		default:
+			return n, err
+		}
+	}
+	return n, nil
+}
+
+// wpoller is the epoll loop that watches the raw sockets a writer found
+// full: when one becomes writable, its connection goes back to its writer.
+type wpoller struct {
+	srv  *Server
+	epfd int
+	efd  int
+}
+
+const writeEvents = unix.EPOLLOUT | unix.EPOLLONESHOT
+
+func newWPoller(s *Server) (*wpoller, error) {
+	p, err := newPoller(s)
+	if err != nil {
+		return nil, err
+	}
+	w := &wpoller{srv: s, epfd: p.epfd, efd: p.efd}
+	s.bg.Add(1)
+	go w.run()
+	return w, nil
+}
+
+func (w *wpoller) run() {
+	defer w.srv.bg.Done()
+	events := make([]unix.EpollEvent, 128)
+	for {
+		n, err := unix.EpollWait(w.epfd, events, -1)
+		if err != nil {
+			if err == unix.EINTR {
 				continue
 			}
-			if e != nil {
-				werr = e
-				break
-			}
-			n += k
+			w.srv.log.Error("epoll_wait failed: write loop stopped", "err", err)
+			return
 		}
-		return true
-	})
-	switch {
-	case err != nil:
-		return n, err
-	case werr == unix.EAGAIN:
-		return n, errWouldBlock
+		for i := range events[:n] {
+			ev := &events[i]
+			if ev.Fd == wakeSlot {
+				select {
+				case <-w.srv.stop:
+					return
+				default:
+					var b [8]byte
+					unix.Read(w.efd, b[:])
+					continue
+				}
+			}
+			c := w.srv.conns.acquire(uint32(ev.Fd), uint32(ev.Pad), &w.srv.wg)
+			if c == nil {
+				continue // closed since
+			}
+			c.srv.writers[int(c.slot)%len(c.srv.writers)].schedule(c)
+			w.srv.wg.Done()
+		}
 	}
-	return n, werr
+}
+
+// arm watches c's socket until it is writable. c's writer holds its turn.
+func (w *wpoller) arm(c *wsConn) error {
+	op := unix.EPOLL_CTL_MOD
+	if !c.wreg {
+		op = unix.EPOLL_CTL_ADD
+	}
+	if err := epollCtl(w.epfd, op, c, writeEvents); err != nil {
+		return err
+	}
+	c.wreg = true
+	return nil
+}
+
+func (w *wpoller) wake() {
+	var one = [8]byte{1}
+	unix.Write(w.efd, one[:])
+}
+
+func (w *wpoller) close() {
+	unix.Close(w.efd)
+	unix.Close(w.epfd)
 }

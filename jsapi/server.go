@@ -59,6 +59,7 @@ type Server struct {
 	conns   connTable
 	pollers []*poller
 	writers []*wsWriter // nil without pollers
+	wpoll   *wpoller    // raw sockets waiting to be writable; nil without pollers
 	lp      lpRegistry
 	lpWaker lpWaker
 	// lpSlots bounds the poll responses being written at once: under
@@ -175,7 +176,13 @@ func newServer(cfg Config, hub *pipes.Hub, authenticate authFunc, log *slog.Logg
 		}
 	}
 	if s.pollers != nil {
-		s.writers = newWriters(s, runtime.GOMAXPROCS(0))
+		// Without the write poller the read loops stay idle (and stop at
+		// Shutdown): no socket goes raw.
+		if s.wpoll, err = newWPoller(s); err != nil {
+			s.log.Warn("epoll unavailable: one reading goroutine per WebSocket", "err", err)
+		} else {
+			s.writers = newWriters(s, runtime.GOMAXPROCS(0))
+		}
 	}
 	s.lpWaker.init(s)
 	s.lpSlots = make(chan struct{}, lpResponseSlots)
@@ -241,12 +248,18 @@ func (s *Server) shutdown(ctx context.Context) error {
 	for _, p := range s.pollers {
 		p.wake()
 	}
+	if s.wpoll != nil {
+		s.wpoll.wake()
+	}
 	s.bg.Wait()
 	if drained {
 		// Not before every worker is gone: one might re-arm a socket on a
 		// closed (or reused) epoll descriptor.
 		for _, p := range s.pollers {
 			p.close()
+		}
+		if s.wpoll != nil {
+			s.wpoll.close()
 		}
 	}
 	return err

@@ -52,7 +52,7 @@ func (s *Server) serveWS(w http.ResponseWriter, r *http.Request, params string) 
 	c := newWSConn(s, wc.NetConn(), ip)
 	s.wg.Add(1) // until c.finish
 	if !s.conns.add(c) {
-		c.nc.Close()
+		c.closeSocket()
 		s.perIP.release(ip)
 		s.wg.Done()
 		return

@@ -7,7 +7,6 @@ import (
 	"strconv"
 	"sync"
 	"sync/atomic"
-	"syscall"
 
 	"golang.org/x/time/rate"
 
@@ -30,8 +29,15 @@ import (
 // of wswriter.go, or by a goroutine of its own while the socket is full).
 type wsConn struct {
 	srv *Server
+	// nc is the connection as accepted. In raw mode (raw set: a plain TCP
+	// socket, with epoll loops) the socket left Go's poller at the
+	// upgrade and fd is its descriptor: reads, writes and the closing
+	// happen on fd, and nc is only closed at the end (for its listener's
+	// bookkeeping). Otherwise (TLS, other systems) a goroutine reads nc and
+	// flush writes it.
 	nc  net.Conn
-	rc  syscall.RawConn // set when an epoll loop watches the socket
+	fd  sockFD
+	raw bool
 	ip  string
 
 	mu              sync.Mutex
@@ -55,6 +61,15 @@ type wsConn struct {
 	limiter *rate.Limiter
 
 	slot, gen uint32 // position in the server's connTable
+
+	// The write side in raw mode, touched only by the writer holding the
+	// connection's turn: the bytes of a write the socket did not take
+	// (written first when it becomes writable again), and the frames and
+	// payload bytes they finish.
+	wpend        []byte
+	wpendFrames  int
+	wpendPayload int
+	wreg         bool // registered with the write poller
 
 	lastRead     atomic.Int64 // server clock of the last input
 	partialSince atomic.Int64 // since when a message is incomplete; 0: none
@@ -124,9 +139,12 @@ func callAll(fns []func()) {
 func newWSConn(s *Server, nc net.Conn, ip string) *wsConn {
 	c := &wsConn{srv: s, nc: nc, ip: ip, asm: assembler{max: s.cfg.MaxFrameBytes}}
 	// A plain socket (a *net.TCPConn, or a listener's wrapper of one that
-	// exposes its descriptor); TLS connections are read by a goroutine.
-	if sc, ok := nc.(syscall.Conn); ok && s.pollers != nil {
-		c.rc, _ = sc.SyscallConn()
+	// can hand over its descriptor) goes raw; TLS connections are read by
+	// a goroutine.
+	if s.pollers != nil && s.writers != nil {
+		if fd, ok := detachSocket(nc); ok {
+			c.fd.fd, c.raw = int32(fd), true
+		}
 	}
 	now := s.now()
 	c.lastRead.Store(now)
@@ -202,7 +220,7 @@ func (c *wsConn) startFlushLocked() {
 		return
 	}
 	c.flushing = true
-	if c.rc != nil && c.srv.writers != nil {
+	if c.raw {
 		c.srv.writers[int(c.slot)%len(c.srv.writers)].schedule(c)
 		return
 	}
@@ -210,9 +228,9 @@ func (c *wsConn) startFlushLocked() {
 	go c.flush()
 }
 
-// flush writes the outbox until it is empty, several frames per write,
-// blocking while the socket is full: for TLS connections, without epoll
-// loops, and after a writer found the socket full (flushRest).
+// flush writes the outbox of a connection that is not raw (TLS, other
+// systems) until it is empty, several frames per write, blocking while the
+// socket is full.
 func (c *wsConn) flush() {
 	defer c.srv.wg.Done()
 	// Yield once before taking the outbox: when a publish is fanning out to
@@ -370,7 +388,7 @@ func (c *wsConn) session() *pipes.Session {
 // the hub. It ends the connection's count in srv.wg.
 func (c *wsConn) finish() {
 	defer c.srv.wg.Done()
-	c.nc.Close()
+	c.closeSocket()
 	if sess := c.session(); sess != nil {
 		sess.Close()
 	}
@@ -379,17 +397,32 @@ func (c *wsConn) finish() {
 	c.srv.metrics.connWS.Dec()
 }
 
+// closeSocket closes the socket (a TCP close, never a Close frame).
+func (c *wsConn) closeSocket() {
+	if c.raw {
+		c.fd.close()
+	}
+	c.nc.Close()
+}
+
+// fdDetacher is implemented by a listener's wrapper of a TCP connection
+// that can hand over the socket: DetachFD returns a duplicate of its
+// descriptor and releases the wrapped connection's poller state, keeping
+// what the wrapper accounts for until its Close.
+type fdDetacher interface {
+	DetachFD() (int, error)
+}
+
 // startReading hands the socket to an epoll loop, or to a reading
 // goroutine when there is none (TLS, other systems).
 func (c *wsConn) startReading() {
-	if c.rc != nil {
+	if c.raw {
 		p := c.srv.pollers[int(c.slot)%len(c.srv.pollers)]
-		err := p.add(c)
-		if err == nil || c.isClosed() {
-			return
+		if err := p.add(c); err != nil && !c.isClosed() {
+			c.srv.log.Warn("epoll registration failed: connection closed", "err", err)
+			c.closeConn("")
 		}
-		c.srv.log.Warn("epoll registration failed: reading with a goroutine", "err", err)
-		c.rc = nil
+		return
 	}
 	c.mu.Lock()
 	if !c.closed {

@@ -5,22 +5,28 @@ import (
 	"sync"
 )
 
-// errWouldBlock reports a non-blocking write the socket could not take
-// whole.
-var errWouldBlock = errors.New("jsapi: write would block")
+// Errors of raw sockets.
+var (
+	// errWouldBlock reports a non-blocking write the socket could not
+	// take whole.
+	errWouldBlock = errors.New("jsapi: write would block")
+	// errClosedSocket reports a use of a socket being closed.
+	errClosedSocket = errors.New("jsapi: socket closed")
+)
 
-// The WebSocket write path. A connection with frames to write is scheduled
-// once on one of a few writer goroutines (its slot picks which); the writer
-// gathers the connection's whole outbox into one buffer and writes it with
-// one non-blocking write. Frames queued while a connection waits for its
-// turn leave in that same write, so under load a write carries many frames
-// and no goroutine is started per flush. A write the socket cannot take
-// whole (the browser reads slowly) hands the connection to a goroutine of
-// its own, which blocks on the rest and keeps writing until the outbox is
-// empty; then the connection goes back to the writers.
+// The WebSocket write path (raw mode, see wsConn). A connection with frames
+// to write is scheduled once on one of a few writer goroutines (its slot
+// picks which); the writer gathers the connection's whole outbox into one
+// buffer and writes it with one non-blocking write. Frames queued while a
+// connection waits for its turn leave in that same write, so under load a
+// write carries many frames, and no goroutine is started per flush. When
+// the socket cannot take a whole write (the browser reads slowly), the
+// rest is kept with the connection and its socket is handed to the write
+// poller; once writable, the connection is scheduled again and the rest
+// goes first. No goroutine waits for a slow browser.
 //
-// TLS connections, and systems without the epoll loops, always write from a
-// goroutine of their own (flush).
+// Connections that are not raw (TLS, other systems) write from a goroutine
+// of their own (flush).
 
 // wsWriter is one writer goroutine and its queue of connections.
 type wsWriter struct {
@@ -84,6 +90,9 @@ func (w *wsWriter) run() {
 // writeOut writes c's outbox from a writer: the connection is flushing and
 // was scheduled on w.
 func (c *wsConn) writeOut(w *wsWriter) {
+	if c.wpend != nil && !c.writePending() {
+		return
+	}
 	c.mu.Lock()
 	out, ctrl := c.out, c.ctrl
 	c.out, c.ctrl = nil, nil
@@ -113,54 +122,98 @@ func (c *wsConn) writeOut(w *wsWriter) {
 	nframes := len(frames)
 	putFrameList(out)
 	n, err := c.writeNonblock(buf)
+	switch {
+	case err == nil:
+		c.wrote(nframes, payload)
+		c.next(w)
+	case err == errWouldBlock:
+		// Kept until the socket is writable again (a copy: buf is the
+		// writer's).
+		c.wpend = append([]byte(nil), buf[n:]...)
+		c.wpendFrames, c.wpendPayload = nframes, payload
+		c.waitWritable()
+	default:
+		c.closeConn("")
+	}
 	if cap(buf) <= writerBufKeep {
 		w.buf = buf[:0]
 	} else {
 		w.buf = nil
 	}
+}
+
+// writePending writes what the socket did not take of c's last write; true
+// when it is all written. Otherwise c waits for the socket again (or is
+// closing) and its writer must leave it.
+func (c *wsConn) writePending() bool {
+	if c.isClosed() {
+		c.abandonWrite()
+		return false
+	}
+	n, err := c.writeNonblock(c.wpend)
 	switch {
-	case err == nil && n == len(buf):
-		c.srv.metrics.wroteWS(nframes, payload)
-		c.mu.Lock()
-		due := c.wroteLocked(nframes, payload)
-		more := !c.closed && (c.out != nil || len(c.ctrl) > 0)
-		if !more {
-			c.flushing = false
-		}
-		closeNow := !more && !c.closed && c.closeAfterFlush
-		c.mu.Unlock()
-		callAll(due)
-		if more {
-			w.schedule(c) // behind the others: more frames gather meanwhile
-		}
-		if closeNow {
-			c.closeConn("")
-		}
-	case err == nil || err == errWouldBlock:
-		// The socket is full: a goroutine of the connection's own waits
-		// for it and writes the rest.
-		rest := append([]byte(nil), buf[n:]...)
-		c.srv.wg.Add(1)
-		go c.flushRest(rest, nframes, payload)
+	case err == nil:
+		c.wpend = nil
+		c.writingSince.Store(0)
+		c.wrote(c.wpendFrames, c.wpendPayload)
+		return true
+	case err == errWouldBlock:
+		c.wpend = c.wpend[n:]
+		c.waitWritable()
 	default:
 		c.closeConn("")
+		c.abandonWrite()
+	}
+	return false
+}
+
+// waitWritable hands c's socket to the write poller; a write that stays
+// blocked for the pong timeout ends the connection (housekeeping).
+func (c *wsConn) waitWritable() {
+	if c.writingSince.Load() == 0 {
+		c.writingSince.Store(c.srv.now())
+	}
+	if err := c.srv.wpoll.arm(c); err != nil {
+		c.closeConn("")
+		c.abandonWrite()
 	}
 }
 
-// flushRest writes what a writer could not, then goes on as flush.
-func (c *wsConn) flushRest(rest []byte, nframes, payload int) {
-	c.writingSince.Store(c.srv.now()) // timed by housekeeping, as in flush
-	_, err := c.nc.Write(rest)
+// abandonWrite drops the unwritten rest of a closing connection and ends
+// its turn.
+func (c *wsConn) abandonWrite() {
+	c.wpend = nil
 	c.writingSince.Store(0)
-	if err != nil {
-		c.srv.wg.Done()
-		c.closeConn("")
-		return
-	}
+	c.mu.Lock()
+	c.flushing = false
+	c.mu.Unlock()
+}
+
+// wrote accounts for a completed write of frames and runs the AfterFlush
+// callbacks it satisfied.
+func (c *wsConn) wrote(nframes, payload int) {
 	c.srv.metrics.wroteWS(nframes, payload)
 	c.mu.Lock()
 	due := c.wroteLocked(nframes, payload)
 	c.mu.Unlock()
 	callAll(due)
-	c.flush()
+}
+
+// next ends c's turn after a completed write: it is scheduled again when
+// more frames are waiting, else its flushing ends (and a connection
+// closing after its last frames closes).
+func (c *wsConn) next(w *wsWriter) {
+	c.mu.Lock()
+	more := !c.closed && (c.out != nil || len(c.ctrl) > 0)
+	if !more {
+		c.flushing = false
+	}
+	closeNow := !more && !c.closed && c.closeAfterFlush
+	c.mu.Unlock()
+	if more {
+		w.schedule(c) // behind the others: more frames gather meanwhile
+	}
+	if closeNow {
+		c.closeConn("")
+	}
 }

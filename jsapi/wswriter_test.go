@@ -1,9 +1,12 @@
 package jsapi
 
 import (
+	"encoding/json"
 	"fmt"
+	"net"
 	"regexp"
 	"strconv"
+	"strings"
 	"testing"
 	"time"
 
@@ -82,5 +85,40 @@ func TestWriterBatchesBacklog(t *testing.T) {
 	wc.mu.Unlock()
 	if flushing || frames != 0 {
 		t.Fatalf("after the write: flushing %v, %d frames queued", flushing, frames)
+	}
+}
+
+// A browser that stops reading for a while (its socket fills up) gets
+// every frame, in order, once it reads again; meanwhile the writers serve
+// the others.
+func TestWriterSlowReaderCatchesUp(t *testing.T) {
+	ts := newTestServer(t, Config{OutboxBytes: 64 << 20, OutboxFrames: 1000}, pipes.Config{})
+	slow := ts.rawDial(anonPath())
+	// A small receive buffer: the server's socket fills after a few frames.
+	slow.nc.(*net.TCPConn).SetReadBuffer(16 << 10)
+	slow.nextText()
+	slow.write(clientFrame(true, opText, []byte("subscription\nslow"), [4]byte{}))
+	fast := ts.dial(anonPath(), nil)
+	fast.info()
+	fast.subscribe("slow")
+	for ts.hub.LocalCount(0, "slow") != 2 {
+		time.Sleep(time.Millisecond)
+	}
+	data := strings.Repeat("s", 60<<10)
+	const n = 200 // 12 MB: more than the socket buffers hold
+	for i := range n {
+		ts.publish("slow", "e", fmt.Sprintf("%d:%s", i, data))
+		if m := fast.next(); !strings.HasPrefix(fmt.Sprint(m["data"]), fmt.Sprintf("%d:", i)) {
+			t.Fatalf("fast reader: frame %d wrong", i)
+		}
+	}
+	for i := range n {
+		var f struct{ Data string }
+		if err := json.Unmarshal(slow.nextText(), &f); err != nil {
+			t.Fatal(err)
+		}
+		if !strings.HasPrefix(f.Data, fmt.Sprintf("%d:", i)) {
+			t.Fatalf("slow reader: frame %d is %.10q", i, f.Data)
+		}
 	}
 }

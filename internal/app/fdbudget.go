@@ -9,6 +9,8 @@ import (
 	"sync/atomic"
 	"syscall"
 	"time"
+
+	"golang.org/x/sys/unix"
 )
 
 // fdBudget keeps the process's last file descriptors for the CometQL port
@@ -271,6 +273,33 @@ func (c *budgetConn) SyscallConn() (syscall.RawConn, error) {
 		return sc.SyscallConn()
 	}
 	return nil, syscall.EINVAL
+}
+
+// DetachFD hands the socket over (jsapi's raw WebSockets): it returns a
+// duplicate of the descriptor (close on exec) and closes the wrapped
+// connection, which releases the runtime's poller state; the connection
+// stays counted until Close, as the duplicate holds a descriptor.
+func (c *budgetConn) DetachFD() (int, error) {
+	sc, ok := c.Conn.(syscall.Conn)
+	if !ok {
+		return -1, syscall.EINVAL
+	}
+	rc, err := sc.SyscallConn()
+	if err != nil {
+		return -1, err
+	}
+	fd := -1
+	var derr error
+	if err := rc.Control(func(s uintptr) {
+		fd, derr = unix.FcntlInt(s, unix.F_DUPFD_CLOEXEC, 0)
+	}); err != nil {
+		return -1, err
+	}
+	if derr != nil {
+		return -1, derr
+	}
+	c.Conn.Close()
+	return fd, nil
 }
 
 // ReadFrom lets the HTTP server use sendfile/splice.

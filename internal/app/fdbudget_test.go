@@ -164,3 +164,48 @@ func TestBudgetConnPassesThrough(t *testing.T) {
 		t.Errorf("timeouts = %d, want 1", got)
 	}
 }
+
+// TestBudgetConnDetachFD: the socket is handed over as a working
+// descriptor and the connection stays counted until Close.
+func TestBudgetConnDetachFD(t *testing.T) {
+	b := newFDBudget(1<<20, 64, slog.New(slog.DiscardHandler))
+	raw, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	ln := b.listen(raw, classHTTP)
+	defer ln.Close()
+	client, err := net.Dial("tcp", raw.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer client.Close()
+	c, err := ln.Accept()
+	if err != nil {
+		t.Fatal(err)
+	}
+	d, ok := c.(interface{ DetachFD() (int, error) })
+	if !ok {
+		t.Fatal("no DetachFD")
+	}
+	fd, err := d.DetachFD()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if n := b.conns.Load(); n != 1 {
+		t.Errorf("%d connections counted after DetachFD, want 1", n)
+	}
+	if _, err := syscall.Write(fd, []byte("hi")); err != nil {
+		t.Fatalf("write on the detached descriptor: %v", err)
+	}
+	buf := make([]byte, 2)
+	client.SetReadDeadline(time.Now().Add(5 * time.Second))
+	if _, err := io.ReadFull(client, buf); err != nil || string(buf) != "hi" {
+		t.Fatalf("client read %q, %v", buf, err)
+	}
+	syscall.Close(fd)
+	c.Close()
+	if n := b.conns.Load(); n != 0 {
+		t.Errorf("%d connections counted after Close, want 0", n)
+	}
+}
