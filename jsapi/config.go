@@ -3,6 +3,7 @@ package jsapi
 import (
 	"errors"
 	"fmt"
+	"math"
 	"net/netip"
 	"os"
 	"runtime"
@@ -151,6 +152,10 @@ func (c *Config) setDefaults() {
 	if c.OutboxFrames <= 0 {
 		c.OutboxFrames = DefaultOutboxFrames
 	}
+	// A connection counts these in 32 bits.
+	c.MaxFrameBytes = min(c.MaxFrameBytes, math.MaxInt32)
+	c.OutboxBytes = min(c.OutboxBytes, math.MaxInt32)
+	c.OutboxFrames = min(c.OutboxFrames, math.MaxInt32)
 	if c.MaxConnsPerIP <= 0 {
 		c.MaxConnsPerIP = DefaultMaxConnsPerIP
 	}

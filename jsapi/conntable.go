@@ -5,8 +5,6 @@ import (
 	"sync"
 	"time"
 
-	"golang.org/x/time/rate"
-
 	"github.com/cometql/cometql/pipes"
 )
 
@@ -135,9 +133,9 @@ func (s *Server) sweepConns(now int64) {
 
 // command runs a browser command (WebSocket or long-poll) under the
 // connection's command rate limit.
-func (s *Server) command(sess *pipes.Session, lim *rate.Limiter, text string) {
+func (s *Server) command(sess *pipes.Session, lim *cmdLimiter, text string) {
 	s.metrics.commands.Inc()
-	if !lim.Allow() {
+	if !lim.allow(s.now(), s.cfg.CommandRate, s.cfg.CommandBurst) {
 		s.metrics.rateLimited.Inc()
 		sess.SendError("rate_limited", fmt.Sprintf("more than %g commands per second: command ignored", s.cfg.CommandRate))
 		return
@@ -150,4 +148,28 @@ func (s *Server) command(sess *pipes.Session, lim *rate.Limiter, text string) {
 func (c *wsConn) writeBlocked(now, limit int64) bool {
 	w := c.writingSince.Load()
 	return w != 0 && now-w > limit
+}
+
+// cmdLimiter is a connection's command rate limit: a token bucket of
+// burst tokens refilled at rate per second, full at first. It lives inside
+// the connection (16 bytes) rather than as a rate.Limiter of its own, and
+// its user serializes the calls.
+type cmdLimiter struct {
+	tokens float64
+	last   int64 // server clock of the last call; 0 before the first
+}
+
+// allow takes a token at now (server clock) if there is one.
+func (l *cmdLimiter) allow(now int64, rate float64, burst int) bool {
+	if l.last == 0 {
+		l.tokens = float64(burst)
+	} else if now > l.last {
+		l.tokens = min(float64(burst), l.tokens+float64(now-l.last)*rate/1e9)
+	}
+	l.last = max(now, 1)
+	if l.tokens < 1 {
+		return false
+	}
+	l.tokens--
+	return true
 }

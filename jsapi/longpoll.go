@@ -10,8 +10,6 @@ import (
 	"sync"
 	"time"
 
-	"golang.org/x/time/rate"
-
 	"github.com/cometql/cometql/pipes"
 )
 
@@ -61,7 +59,7 @@ type lpSession struct {
 	flushWaiters     []lpFlushWaiter // AfterFlush callbacks; nil almost always
 
 	cmdMu   sync.Mutex // commands of a session run one at a time
-	limiter *rate.Limiter
+	limiter cmdLimiter
 }
 
 var (
@@ -580,10 +578,7 @@ func (s *Server) lpSend(w http.ResponseWriter, r *http.Request, l *lpSession, te
 		return
 	}
 	l.cmdMu.Lock()
-	if l.limiter == nil {
-		l.limiter = rate.NewLimiter(rate.Limit(s.cfg.CommandRate), s.cfg.CommandBurst)
-	}
-	s.command(sess, l.limiter, text)
+	s.command(sess, &l.limiter, text)
 	l.cmdMu.Unlock()
 	s.lpReply(w, r, http.StatusOK, []byte(`{"ok":true}`), cb)
 }

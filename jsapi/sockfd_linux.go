@@ -17,8 +17,8 @@ import (
 // last reference goes, so a descriptor number is never used after the
 // kernel may have given it to another socket.
 type sockFD struct {
-	fd    int32
 	state atomic.Int64 // references<<1 | closing
+	fd    int32
 }
 
 // acquire takes a reference; false once closing.

@@ -8,8 +8,6 @@ import (
 	"sync"
 	"sync/atomic"
 
-	"golang.org/x/time/rate"
-
 	"github.com/cometql/cometql/pipes"
 )
 
@@ -35,22 +33,23 @@ type wsConn struct {
 	// happen on fd, and nc is only closed at the end (for its listener's
 	// bookkeeping). Otherwise (TLS, other systems) a goroutine reads nc and
 	// flush writes it.
-	nc  net.Conn
-	fd  sockFD
-	raw bool
-	ip  string
+	nc net.Conn
+	fd sockFD
+	ip string
 
 	mu              sync.Mutex
 	out             *frameList // data frames waiting (shared, immutable)
 	ctrl            []byte     // encoded control frames waiting
-	queuedBytes     int        // payload bytes waiting or being written
-	queuedFrames    int
-	flushWaiters    []flushWaiter // AfterFlush callbacks; nil almost always
+	queuedBytes     int32      // payload bytes waiting or being written
+	queuedFrames    int32
+	flushWaiters    *[]flushWaiter // AfterFlush callbacks; nil almost always
 	sess            *pipes.Session
-	flushing        bool // a flush goroutine runs
+	flushing        bool // a writer holds the connection's turn, or a flush goroutine runs
 	closed          bool
 	attached        bool // the opener is done with the connection
 	closeAfterFlush bool // close once the outbox is written (handshake errors)
+	raw             bool // set at creation (see nc)
+	wreg            bool // raw: registered with the write poller (the writer's only)
 
 	// The read side: touched only by the goroutine reading, one at a time
 	// (epoll's one-shot arming makes sure of that; rmu makes it visible to
@@ -58,18 +57,14 @@ type wsConn struct {
 	rmu     sync.Mutex
 	rbuf    []byte // an incomplete frame; nil between frames
 	asm     assembler
-	limiter *rate.Limiter
+	limiter cmdLimiter
 
 	slot, gen uint32 // position in the server's connTable
 
-	// The write side in raw mode, touched only by the writer holding the
-	// connection's turn: the bytes of a write the socket did not take
-	// (written first when it becomes writable again), and the frames and
-	// payload bytes they finish.
-	wpend        []byte
-	wpendFrames  int
-	wpendPayload int
-	wreg         bool // registered with the write poller
+	// wpend, in raw mode, is the rest of a write the socket did not take,
+	// written first when it is writable again; only the writer holding
+	// the connection's turn touches it.
+	wpend *pendingWrite
 
 	lastRead     atomic.Int64 // server clock of the last input
 	partialSince atomic.Int64 // since when a message is incomplete; 0: none
@@ -102,21 +97,24 @@ func (c *wsConn) AfterFlush(fn func()) {
 		fn()
 		return
 	}
-	c.flushWaiters = append(c.flushWaiters, flushWaiter{left: c.queuedFrames, fn: fn})
+	if c.flushWaiters == nil {
+		c.flushWaiters = new([]flushWaiter)
+	}
+	*c.flushWaiters = append(*c.flushWaiters, flushWaiter{left: int(c.queuedFrames), fn: fn})
 	c.mu.Unlock()
 }
 
 // wroteLocked accounts for frames written to the socket and returns the
 // AfterFlush callbacks now due, to be called once c.mu is released.
 func (c *wsConn) wroteLocked(nframes, payload int) []func() {
-	c.queuedFrames -= nframes
-	c.queuedBytes -= payload
-	if len(c.flushWaiters) == 0 {
+	c.queuedFrames -= int32(nframes)
+	c.queuedBytes -= int32(payload)
+	if c.flushWaiters == nil {
 		return nil
 	}
 	var due []func()
-	keep := c.flushWaiters[:0]
-	for _, w := range c.flushWaiters {
+	keep := (*c.flushWaiters)[:0]
+	for _, w := range *c.flushWaiters {
 		if w.left -= nframes; w.left <= 0 {
 			due = append(due, w.fn)
 		} else {
@@ -124,9 +122,10 @@ func (c *wsConn) wroteLocked(nframes, payload int) []func() {
 		}
 	}
 	if len(keep) == 0 {
-		keep = nil
+		c.flushWaiters = nil
+	} else {
+		*c.flushWaiters = keep
 	}
-	c.flushWaiters = keep
 	return due
 }
 
@@ -137,7 +136,7 @@ func callAll(fns []func()) {
 }
 
 func newWSConn(s *Server, nc net.Conn, ip string) *wsConn {
-	c := &wsConn{srv: s, nc: nc, ip: ip, asm: assembler{max: s.cfg.MaxFrameBytes}}
+	c := &wsConn{srv: s, nc: nc, ip: ip, asm: assembler{max: int32(s.cfg.MaxFrameBytes)}}
 	// A plain socket (a *net.TCPConn, or a listener's wrapper of one that
 	// can hand over its descriptor) goes raw; TLS connections are read by
 	// a goroutine.
@@ -174,7 +173,7 @@ func (c *wsConn) Send(frame []byte) {
 		c.mu.Unlock()
 		return
 	}
-	if c.queuedFrames >= c.srv.cfg.OutboxFrames || c.queuedBytes+len(frame) > c.srv.cfg.OutboxBytes {
+	if int(c.queuedFrames) >= c.srv.cfg.OutboxFrames || int(c.queuedBytes)+len(frame) > c.srv.cfg.OutboxBytes {
 		c.mu.Unlock()
 		c.closeConn(dropOverflow)
 		return
@@ -184,7 +183,7 @@ func (c *wsConn) Send(frame []byte) {
 	}
 	c.out.f = append(c.out.f, frame)
 	c.queuedFrames++
-	c.queuedBytes += len(frame)
+	c.queuedBytes += int32(len(frame))
 	c.startFlushLocked()
 	c.mu.Unlock()
 }
@@ -565,8 +564,5 @@ func (c *wsConn) handle(m message) bool {
 
 // command runs one browser command under the connection's rate limit.
 func (c *wsConn) command(s *pipes.Session, payload []byte) {
-	if c.limiter == nil {
-		c.limiter = rate.NewLimiter(rate.Limit(c.srv.cfg.CommandRate), c.srv.cfg.CommandBurst)
-	}
-	c.srv.command(s, c.limiter, string(payload))
+	c.srv.command(s, &c.limiter, string(payload))
 }

@@ -155,8 +155,8 @@ type message struct {
 // zero value (with max set) is ready; it holds memory only while a
 // fragmented message is in progress.
 type assembler struct {
-	max    int
-	fragOp byte   // opcode of the fragmented message in progress; 0 when none
+	fragOp byte // opcode of the fragmented message in progress; 0 when none
+	max    int32
 	frag   []byte // its payload so far
 }
 
@@ -190,7 +190,7 @@ func (a *assembler) next(b []byte) (n, need int, m message, err error) {
 		if a.fragOp == 0 {
 			return 0, 0, m, errBadContinuation
 		}
-		if len(a.frag)+len(payload) > a.max {
+		if len(a.frag)+len(payload) > int(a.max) {
 			return 0, 0, m, errTooLarge
 		}
 		a.frag = append(a.frag, payload...)

@@ -184,7 +184,7 @@ func FuzzDecodeFrame(f *testing.F) {
 	f.Add([]byte{0x81, 0xFE, 0x00, 0x7E}, uint16(1000))
 	f.Add([]byte{0x81, 0xFF, 0, 0, 0, 0, 0, 1, 0, 0}, uint16(1000))
 	f.Fuzz(func(t *testing.T, data []byte, limit uint16) {
-		a := assembler{max: int(limit)}
+		a := assembler{max: int32(limit)}
 		buf := bytes.Clone(data)
 		for off := 0; off < len(buf); {
 			n, need, m, err := a.next(buf[off:])
@@ -208,7 +208,7 @@ func FuzzDecodeFrame(f *testing.F) {
 
 		// Round trip: data as the payload of one frame decodes to itself.
 		if len(data) <= int(limit) {
-			a := assembler{max: int(limit)}
+			a := assembler{max: int32(limit)}
 			n, _, m, err := a.next(clientFrame(true, opBinary, data, key))
 			if err != nil || m.op != opBinary || !bytes.Equal(m.payload, data) || n == 0 {
 				t.Fatalf("round trip of %d bytes: n=%d op=%d err=%v", len(data), n, m.op, err)

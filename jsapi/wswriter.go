@@ -129,8 +129,7 @@ func (c *wsConn) writeOut(w *wsWriter) {
 	case err == errWouldBlock:
 		// Kept until the socket is writable again (a copy: buf is the
 		// writer's).
-		c.wpend = append([]byte(nil), buf[n:]...)
-		c.wpendFrames, c.wpendPayload = nframes, payload
+		c.wpend = &pendingWrite{b: append([]byte(nil), buf[n:]...), frames: nframes, payload: payload}
 		c.waitWritable()
 	default:
 		c.closeConn("")
@@ -142,6 +141,13 @@ func (c *wsConn) writeOut(w *wsWriter) {
 	}
 }
 
+// pendingWrite is the rest of a write a raw socket did not take, and the
+// frames and payload bytes it finishes.
+type pendingWrite struct {
+	b               []byte
+	frames, payload int
+}
+
 // writePending writes what the socket did not take of c's last write; true
 // when it is all written. Otherwise c waits for the socket again (or is
 // closing) and its writer must leave it.
@@ -150,15 +156,16 @@ func (c *wsConn) writePending() bool {
 		c.abandonWrite()
 		return false
 	}
-	n, err := c.writeNonblock(c.wpend)
+	p := c.wpend
+	n, err := c.writeNonblock(p.b)
 	switch {
 	case err == nil:
 		c.wpend = nil
 		c.writingSince.Store(0)
-		c.wrote(c.wpendFrames, c.wpendPayload)
+		c.wrote(p.frames, p.payload)
 		return true
 	case err == errWouldBlock:
-		c.wpend = c.wpend[n:]
+		p.b = p.b[n:]
 		c.waitWritable()
 	default:
 		c.closeConn("")
