@@ -5,7 +5,7 @@ VERSION  ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev
 LDFLAGS  := -X github.com/cometql/cometql/internal/version.Version=$(VERSION)
 export CGO_ENABLED := 1
 
-# Packages whose tests hold concurrency run under the race detector.
+# Length of each fuzz target's run in make test.
 FUZZTIME ?= 10s
 
 .PHONY: all build run test test-go test-fuzz test-browser bench soak clean fmt vet
@@ -28,17 +28,14 @@ fmt:
 
 test: build vet test-go test-fuzz test-browser
 
+# Every package under the race detector: nearly all of them hold
+# concurrency, and the e2e tests run a race-built server.
 test-go:
 	$(GO) test -race -count=1 -timeout 20m ./...
 
 # A short run of every fuzz target (longer runs: FUZZTIME=10m make test-fuzz).
 test-fuzz:
-	@set -e; for pkg in $$($(GO) list ./...); do \
-	  for t in $$($(GO) test -list '^Fuzz' $$pkg | grep '^Fuzz' || true); do \
-	    echo "fuzz $$pkg $$t"; \
-	    $(GO) test -run '^$$' -fuzz "^$$t$$" -fuzztime $(FUZZTIME) $$pkg >/dev/null || { $(GO) test -run '^$$' -fuzz "^$$t$$" -fuzztime $(FUZZTIME) $$pkg; exit 1; }; \
-	  done; \
-	done
+	FUZZTIME=$(FUZZTIME) ./scripts/fuzz.sh
 
 test-browser: build
 	./scripts/browser-tests.sh
