@@ -2,6 +2,7 @@ package mysqlproto_test
 
 import (
 	"bytes"
+	"encoding/base64"
 	"context"
 	"encoding/json"
 	"fmt"
@@ -19,7 +20,8 @@ import (
 // Real clients other than Go's driver, run as subprocesses against a test
 // server. Each test skips, saying why, only when its interpreter or driver is
 // not installed (Debian: mariadb-client, php-cli php-mysql, python3-pymysql;
-// npm: mysql2, installed by the test into testdata/clients/node).
+// npm: mysql2, installed by the test into testdata/clients/node; Java with
+// Debian's libmariadb-java for JDBC).
 
 // skipClient skips a client test whose client is missing, unless the
 // environment says every client must run (CI sets COMETQL_REQUIRE_CLIENTS).
@@ -35,12 +37,16 @@ func runClient(t *testing.T, ts *testServer, dir string, name string, args ...st
 	t.Helper()
 	host, port, _ := net.SplitHostPort(ts.addr)
 	values, _ := json.Marshal(roundTripValues)
+	var b64 strings.Builder
+	for _, v := range roundTripValues {
+		b64.WriteString(base64.StdEncoding.EncodeToString([]byte(v)) + "\n")
+	}
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
 	cmd := exec.CommandContext(ctx, name, args...)
 	cmd.Dir = dir
 	cmd.Env = append(os.Environ(), "COMETQL_HOST="+host, "COMETQL_PORT="+port, "COMETQL_USER=root",
-		"COMETQL_PASSWORD="+rootPassword, "COMETQL_VALUES="+string(values),
+		"COMETQL_PASSWORD="+rootPassword, "COMETQL_VALUES="+string(values), "COMETQL_VALUES_B64="+b64.String(),
 		"COMETQL_TENANT_USER=3", "COMETQL_TENANT_PASSWORD="+tenantPassword)
 	var stdout, stderr bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &stdout, &stderr
@@ -112,6 +118,32 @@ func TestNodeMySQL2(t *testing.T) {
 	ts := startServer(t, mysqlproto.Config{})
 	if out := runClient(t, ts, dir, node, "client.js"); strings.TrimSpace(out) != "ok" {
 		t.Fatalf("node: %q", out)
+	}
+}
+
+// TestJDBC runs MariaDB Connector/J (Debian's libmariadb-java), with
+// server-side prepared statements and with its own client-side escaping.
+func TestJDBC(t *testing.T) {
+	java, err := exec.LookPath("java")
+	if err != nil {
+		skipClient(t, "java is not installed")
+	}
+	javac, err := exec.LookPath("javac")
+	if err != nil {
+		skipClient(t, "javac is not installed")
+	}
+	const jar = "/usr/share/java/mariadb-java-client.jar"
+	if _, err := os.Stat(jar); err != nil {
+		skipClient(t, "no JDBC driver at "+jar+" (Debian: libmariadb-java)")
+	}
+	classes := t.TempDir()
+	src := filepath.Join(clientsDir(t), "java", "JdbcClient.java")
+	if out, err := exec.Command(javac, "-d", classes, src).CombinedOutput(); err != nil {
+		t.Fatalf("javac: %v\n%s", err, out)
+	}
+	ts := startServer(t, mysqlproto.Config{})
+	if out := runClient(t, ts, classes, java, "-cp", classes+":"+jar, "JdbcClient"); strings.TrimSpace(out) != "ok" {
+		t.Fatalf("jdbc: %q", out)
 	}
 }
 
