@@ -26,7 +26,6 @@ import (
 	"syscall"
 	"time"
 
-	"github.com/gorilla/websocket"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
@@ -52,7 +51,6 @@ type Server struct {
 	demo     http.Handler
 	metricsH http.Handler
 	pprof    http.Handler
-	upgrader websocket.Upgrader
 	http     *http.Server
 	start    time.Time
 
@@ -142,17 +140,6 @@ func newServer(cfg Config, hub *pipes.Hub, authenticate authFunc, log *slog.Logg
 	}
 	if cfg.Pprof {
 		s.pprof = pprofHandler()
-	}
-	s.upgrader = websocket.Upgrader{
-		HandshakeTimeout: cfg.HandshakeTimeout,
-		// Buffers of size 0 reuse the HTTP server's: the gorilla Conn is
-		// dropped right after the upgrade.
-		CheckOrigin: func(*http.Request) bool { return true }, // checked before
-		Error: func(w http.ResponseWriter, r *http.Request, status int, reason error) {
-			s.metrics.handshakeErrors.WithLabelValues(fmt.Sprint(status)).Inc()
-			s.setCORS(w, r)
-			http.Error(w, reason.Error(), status)
-		},
 	}
 	s.ctx, s.cancel = context.WithCancel(context.Background())
 	s.lp.init()

@@ -6,8 +6,6 @@ import (
 	"strconv"
 	"time"
 
-	"github.com/gorilla/websocket"
-
 	"github.com/cometql/cometql/pipes"
 )
 
@@ -29,7 +27,7 @@ func (s *Server) serveWS(w http.ResponseWriter, r *http.Request, params string) 
 		s.refuse(w, r, http.StatusServiceUnavailable, "server shutting down", dropShutdown)
 		return
 	}
-	if !websocket.IsWebSocketUpgrade(r) {
+	if !headerHasToken(r.Header, "Connection", "upgrade") || !headerHasToken(r.Header, "Upgrade", "websocket") {
 		s.refuse(w, r, http.StatusBadRequest, "this is a WebSocket endpoint: a WebSocket upgrade request is expected", "")
 		return
 	}
@@ -44,12 +42,15 @@ func (s *Server) serveWS(w http.ResponseWriter, r *http.Request, params string) 
 	}
 	p, herr := parseWSURL(params, r.URL.RawQuery)
 
-	wc, err := s.upgrader.Upgrade(w, r, nil)
+	nc, resp, err := s.upgrade(w, r)
 	if err != nil {
 		s.perIP.release(ip)
-		return // the upgrader answered
+		return // answered
 	}
-	c := newWSConn(s, wc.NetConn(), ip)
+	c := newWSConn(s, nc, ip)
+	// The 101 response leaves in one write with the first frames: writing
+	// is held until the session has queued them (startWriting).
+	c.ctrl, c.flushing = resp, true
 	s.wg.Add(1) // until c.finish
 	if !s.conns.add(c) {
 		c.closeSocket()
@@ -63,6 +64,7 @@ func (s *Server) serveWS(w http.ResponseWriter, r *http.Request, params string) 
 		s.metrics.handshakeErrors.WithLabelValues(strconv.Itoa(herr.code)).Inc()
 		c.attach(nil)
 		c.Send(pipes.HandshakeErrorFrame(herr.code, herr.text, time.Now().Unix()))
+		c.startWriting()
 		c.closeAfterFlushing()
 		return
 	}
@@ -79,6 +81,7 @@ func (s *Server) serveWS(w http.ResponseWriter, r *http.Request, params string) 
 		return
 	}
 	if c.attach(sess) {
+		c.startWriting()
 		c.startReading()
 	}
 }

@@ -212,6 +212,18 @@ func (c *wsConn) sendControl(op byte, payload []byte) {
 	c.startFlushLocked()
 }
 
+// startWriting ends the hold its opener put on the writing of a new
+// connection (so that the 101 response leaves with the first frames) and
+// writes what is queued.
+func (c *wsConn) startWriting() {
+	c.mu.Lock()
+	c.flushing = false
+	if !c.closed && (c.out != nil || len(c.ctrl) > 0) {
+		c.startFlushLocked()
+	}
+	c.mu.Unlock()
+}
+
 // startFlushLocked starts the flush goroutine unless it runs; c.mu is held
 // and c is open.
 func (c *wsConn) startFlushLocked() {
