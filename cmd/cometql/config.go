@@ -51,7 +51,7 @@ func newOptions(stderr io.Writer) *options {
 	fs.StringVar(&c.QLAddr, "ql-addr", c.QLAddr, "CometQL (MySQL protocol) listen address")
 	fs.StringVar(&c.HTTPAddr, "http-addr", c.HTTPAddr, "HTTP/WebSocket listen address")
 	fs.StringVar(&c.DataDir, "data-dir", c.DataDir, "directory for SQLite and other local state")
-	fs.StringVar(&c.Sync, "sync", c.Sync, "when durable writes (history, offline queues, users_*) are acknowledged: full (after an fsync: survives kill -9 and power loss) or normal (once committed: survives kill -9, not power loss)")
+	fs.StringVar(&c.Sync, "sync", c.Sync, "when durable writes (history, offline queues, users_*) are acknowledged: normal (once committed: survives kill -9 of the server, not a power loss or OS crash) or full (after an fsync: survives those too; slower)")
 	fs.StringVar(&c.Password, "password", c.Password, "CometQL password (user root) and JWT secret base; generated, saved in the data directory and printed when unset")
 	fs.StringVar(&o.configPath, "config", "", "config file (INI; CppComet's comet.ini is accepted)")
 	fs.StringVar(&c.NodeName, "node-name", c.NodeName, "node name shown in /info and SHOW STATUS")

@@ -149,10 +149,10 @@ func TestSyncFlag(t *testing.T) {
 		env  map[string]string
 		want store.Sync
 	}{
-		{nil, nil, store.SyncFull},
-		{[]string{"--sync", "normal"}, nil, store.SyncNormal},
-		{nil, map[string]string{"COMETQL_SYNC": "normal"}, store.SyncNormal},
-		{[]string{"--sync", "full"}, map[string]string{"COMETQL_SYNC": "normal"}, store.SyncFull},
+		{nil, nil, store.SyncNormal},
+		{[]string{"--sync", "full"}, nil, store.SyncFull},
+		{nil, map[string]string{"COMETQL_SYNC": "full"}, store.SyncFull},
+		{[]string{"--sync", "normal"}, map[string]string{"COMETQL_SYNC": "full"}, store.SyncNormal},
 	} {
 		o, err := parseWith(t, c.args, c.env)
 		if err != nil {
