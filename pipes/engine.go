@@ -49,6 +49,9 @@ type Engine interface {
 	MemberCount(ctx context.Context, dev int64, pipe string) (int, error)
 	// ActivePipes lists every pipe with at least one subscriber.
 	ActivePipes(ctx context.Context, dev int64) ([]PipeCount, error)
+	// Online counts a tenant's open browser connections cluster-wide (other
+	// nodes' counts may be a heartbeat old).
+	Online(ctx context.Context, dev int64) (int, error)
 
 	// UserConnect records an authorized connection of a user. When the user
 	// already has max connections cluster-wide it refuses (ok=false) and
@@ -110,4 +113,6 @@ type Handler interface {
 	LocalCount(dev int64, pipe string) int
 	// LocalPipes lists this node's pipes with their local subscriber counts.
 	LocalPipes(dev int64) []PipeCount
+	// LocalOnline counts this node's open browser connections by tenant.
+	LocalOnline() map[int64]int
 }

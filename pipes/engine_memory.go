@@ -260,6 +260,11 @@ func (e *MemoryEngine) ActivePipes(_ context.Context, dev int64) ([]PipeCount, e
 	return e.h.LocalPipes(dev), nil
 }
 
+// Online implements Engine: on one node, the hub's count.
+func (e *MemoryEngine) Online(_ context.Context, dev int64) (int, error) {
+	return e.h.LocalOnline()[dev], nil
+}
+
 // UserConnect implements Engine.
 func (e *MemoryEngine) UserConnect(ctx context.Context, dev, user int64, _ SessionKey, max int) (bool, bool, []QueuedMessage, error) {
 	k := userKey{dev, user}

@@ -308,6 +308,34 @@ func (e *RedisEngine) Kick(ctx context.Context, dev, user int64, token string) e
 	return nil
 }
 
+// Online implements Engine: this node's exact count plus what the other
+// live nodes reported at their last heartbeat.
+func (e *RedisEngine) Online(ctx context.Context, dev int64) (int, error) {
+	local := e.h.LocalOnline()[dev]
+	ctx, cancel := e.opCtx(ctx)
+	defer cancel()
+	n, err := scriptOnline.Exec(ctx, e.client, []string{e.nodesKey},
+		[]string{e.cfg.Prefix, strconv.FormatInt(dev, 10), e.cfg.Node}).AsInt64()
+	if err != nil {
+		return local, e.fail("online count", err)
+	}
+	return local + int(n), nil
+}
+
+// reportOnline publishes this node's browser connection counts by tenant
+// for the other nodes' Online.
+func (e *RedisEngine) reportOnline(ctx context.Context) {
+	counts := e.h.LocalOnline()
+	args := make([]string, 0, 1+2*len(counts))
+	args = append(args, strconv.FormatInt(2*e.cfg.NodeTTL.Milliseconds(), 10))
+	for dev, n := range counts {
+		args = append(args, strconv.FormatInt(dev, 10), strconv.Itoa(n))
+	}
+	if err := scriptReportOnline.Exec(ctx, e.client, []string{e.aliveKey + ":online"}, args).Error(); err != nil {
+		e.log.Debug("online counts not reported", "err", err)
+	}
+}
+
 // heartbeat refreshes this node's liveness key (see scriptHeartbeat for the
 // result).
 func (e *RedisEngine) heartbeat(ctx context.Context) (int64, error) {
@@ -372,6 +400,7 @@ func (e *RedisEngine) beat() {
 			e.log.Warn("re-registering this node's members and connections failed; will retry", "err", err)
 		}
 	}
+	e.reportOnline(ctx)
 	e.reapDead(ctx)
 }
 

@@ -239,6 +239,35 @@ return 1
 //	returns 1 when the key held our token, 0 when it was missing (first
 //	start, expired, or Redis lost its data), 2 when another instance's
 //	token was there
+// scriptReportOnline replaces this node's browser connection counts.
+//
+//	KEYS: the node's online hash
+//	ARGV: ttl in ms, then dev, count pairs
+var scriptReportOnline = rueidis.NewLuaScript(`
+redis.call('DEL', KEYS[1])
+for i = 2, #ARGV, 2 do
+  redis.call('HSET', KEYS[1], ARGV[i], ARGV[i + 1])
+end
+if #ARGV > 1 then redis.call('PEXPIRE', KEYS[1], ARGV[1]) end
+return 1
+`)
+
+// scriptOnline sums the browser connections of a tenant reported by the
+// live nodes other than the caller.
+//
+//	KEYS: the nodes set
+//	ARGV: key prefix, dev, the calling node
+var scriptOnline = rueidis.NewLuaScript(`
+local sum = 0
+for _, n in ipairs(redis.call('SMEMBERS', KEYS[1])) do
+  if n ~= ARGV[3] and redis.call('EXISTS', ARGV[1] .. ':node:' .. n) == 1 then
+    local v = redis.call('HGET', ARGV[1] .. ':node:' .. n .. ':online', ARGV[2])
+    if v then sum = sum + tonumber(v) end
+  end
+end
+return sum
+`)
+
 var scriptHeartbeat = rueidis.NewLuaScript(`
 local cur = redis.call('GET', KEYS[1])
 redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])

@@ -514,3 +514,29 @@ type discardSink struct{}
 
 func (discardSink) Send([]byte) {}
 func (discardSink) Close()      {}
+
+// Online (SHOW STATUS user_online) counts browser connections on every
+// live node: this node's exactly, the others' as of their last heartbeat.
+func TestRedisClusterOnline(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	c := newRCluster(t, redistest.Shared(t), engineOpts{nodeTTL: 300 * time.Millisecond})
+	a := c.node(t, "a", pipes.Config{})
+	b := c.node(t, "b", pipes.Config{})
+	a.open(t, 0, 0)
+	b.open(t, 0, 0)
+	b.open(t, 0, 5)
+	b.open(t, 3, 0)
+	eventually(t, "a counts b's connections", func() bool {
+		n, err := a.eng.Online(ctx, 0)
+		return err == nil && n == 3
+	})
+	if n, err := b.eng.Online(ctx, 3); err != nil || n != 1 {
+		t.Fatalf("tenant 3 online = %d, %v", n, err)
+	}
+	b.eng.Close(ctx) // a node that leaves stops counting once its liveness key expires
+	eventually(t, "b's connections no longer counted", func() bool {
+		n, err := a.eng.Online(ctx, 0)
+		return err == nil && n == 1
+	})
+}

@@ -189,6 +189,18 @@ func (h *Hub) CloseSessions() {
 // SessionCount is the number of open sessions on this node.
 func (h *Hub) SessionCount() int { return int(h.nSessions.Load()) }
 
+// LocalOnline implements Handler.
+func (h *Hub) LocalOnline() map[int64]int {
+	out := map[int64]int{}
+	h.devOnline.Range(func(k, v any) bool {
+		if n := v.(*atomic.Int64).Load(); n > 0 {
+			out[k.(int64)] = int(n)
+		}
+		return true
+	})
+	return out
+}
+
 // Online is the number of open browser sessions of a tenant on this node.
 func (h *Hub) Online(dev int64) int {
 	if v, ok := h.devOnline.Load(dev); ok {

@@ -223,6 +223,10 @@ func (s *Session) statusRows(ctx context.Context) [][]any {
 	if list, err := hub.Engine().ActivePipes(ctx, s.dev); err == nil {
 		pipesWithSubs = len(list)
 	}
+	online, err := hub.Engine().Online(ctx, s.dev) // cluster-wide
+	if err != nil {
+		online = hub.Online(s.dev)
+	}
 	i := func(n int64) any { return strconv.FormatInt(n, 10) }
 	u := func(n uint64) any { return strconv.FormatUint(n, 10) }
 	var queueDrops uint64
@@ -230,7 +234,7 @@ func (s *Session) statusRows(ctx context.Context) [][]any {
 		queueDrops = d.DroppedFromQueues()
 	}
 	return [][]any{
-		{"user_online", i(int64(hub.Online(s.dev)))},
+		{"user_online", i(int64(online))},
 		{"server_online", i(int64(conns))},
 		{"messages", u(st.Delivered + st.Private)},
 		{"uptime", i(uptime)},
