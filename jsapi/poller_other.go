@@ -5,6 +5,7 @@ package jsapi
 import (
 	"errors"
 	"net"
+	"time"
 )
 
 // poller is Linux-only; elsewhere every WebSocket has a reading goroutine.
@@ -28,6 +29,8 @@ type sockFD struct{ fd int32 }
 func (*sockFD) acquire() bool { return false }
 func (*sockFD) release()      {}
 func (*sockFD) close()        {}
+
+func (*sockFD) drainAndShutdown(time.Duration, int) {}
 
 func detachSocket(net.Conn) (int, bool) { return -1, false }
 

@@ -7,6 +7,7 @@ import (
 	"net"
 	"sync/atomic"
 	"syscall"
+	"time"
 
 	"golang.org/x/sys/unix"
 )
@@ -102,4 +103,44 @@ func dupSocket(sc syscall.Conn) (int, error) {
 		return -1, errors.New("jsapi: no descriptor")
 	}
 	return fd, nil
+}
+
+// drainAndShutdown ends the sending side (a FIN after what was written) and
+// reads and discards what the peer still sends, for at most d or max
+// bytes, until it closes. Closing a socket with unread input makes the
+// kernel send a reset instead of a FIN, and a reset can overtake the last
+// frames (an error frame explaining the close): the peer would see a
+// broken connection and no reason.
+func (f *sockFD) drainAndShutdown(d time.Duration, max int) {
+	if !f.acquire() {
+		return
+	}
+	defer f.release()
+	fd := int(f.fd)
+	if unix.Shutdown(fd, unix.SHUT_WR) != nil {
+		return
+	}
+	deadline := time.Now().Add(d)
+	buf := make([]byte, 4096)
+	for max > 0 {
+		left := time.Until(deadline)
+		if left <= 0 {
+			return
+		}
+		n, err := unix.Read(fd, buf)
+		switch {
+		case n > 0:
+			max -= n
+			continue
+		case n == 0 && err == nil:
+			return // the peer closed
+		case err == unix.EAGAIN || err == unix.EINTR:
+			pfd := []unix.PollFd{{Fd: int32(fd), Events: unix.POLLIN}}
+			if _, err := unix.Poll(pfd, int(left/time.Millisecond)+1); err != nil && err != unix.EINTR {
+				return
+			}
+		default:
+			return
+		}
+	}
 }

@@ -2,11 +2,13 @@ package jsapi
 
 import (
 	"errors"
+	"io"
 	"net"
 	"runtime"
 	"strconv"
 	"sync"
 	"sync/atomic"
+	"time"
 
 	"github.com/cometql/cometql/pipes"
 )
@@ -48,6 +50,7 @@ type wsConn struct {
 	closed          bool
 	attached        bool // the opener is done with the connection
 	closeAfterFlush bool // close once the outbox is written (handshake errors)
+	lingerClose     bool // closing with an explanation: FIN first, drain the input (see closeSocket)
 	raw             bool // set at creation (see nc)
 	wreg            bool // raw: registered with the write poller (the writer's only)
 
@@ -361,6 +364,7 @@ func (c *wsConn) closeAfterFlushing() {
 		return
 	}
 	c.closeAfterFlush = true
+	c.lingerClose = true
 	idle := !c.flushing
 	c.mu.Unlock()
 	if idle {
@@ -408,12 +412,47 @@ func (c *wsConn) finish() {
 	c.srv.metrics.connWS.Dec()
 }
 
-// closeSocket closes the socket (a TCP close, never a Close frame).
+// Lingering close of a connection ended with an explanation (an error
+// frame): how long and how much of the peer's input is read and discarded
+// after the FIN, so the kernel does not answer it with a reset that could
+// overtake the explanation.
+const (
+	lingerTime  = time.Second
+	lingerBytes = 1 << 20
+)
+
+// closeSocket closes the socket (a TCP close, never a Close frame). A
+// connection closed after an error frame shuts its sending side down and
+// drains the input first (see sockFD.drainAndShutdown).
 func (c *wsConn) closeSocket() {
+	c.mu.Lock()
+	linger := c.lingerClose
+	c.mu.Unlock()
+	if linger {
+		if c.raw {
+			c.fd.drainAndShutdown(lingerTime, lingerBytes)
+		} else {
+			lingerNetConn(c.nc, lingerTime, lingerBytes)
+		}
+	}
 	if c.raw {
 		c.fd.close()
 	}
 	c.nc.Close()
+}
+
+// lingerNetConn is sockFD.drainAndShutdown for a connection still in Go's
+// poller (TLS: the close_notify alert is the FIN's counterpart).
+func lingerNetConn(nc net.Conn, d time.Duration, max int64) {
+	type closeWriter interface{ CloseWrite() error }
+	cw, ok := nc.(closeWriter)
+	if !ok || cw.CloseWrite() != nil {
+		return
+	}
+	if nc.SetReadDeadline(time.Now().Add(d)) != nil {
+		return
+	}
+	io.CopyN(io.Discard, nc, max)
 }
 
 // fdDetacher is implemented by a listener's wrapper of a TCP connection
