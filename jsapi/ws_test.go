@@ -4,7 +4,9 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
+	"io"
 	"net/http"
 	"strconv"
 	"strings"
@@ -538,6 +540,48 @@ func TestMessageTooLarge(t *testing.T) {
 	texts := r.untilEOF()
 	if len(texts) != 1 || !bytes.Contains(texts[0], []byte("message_too_large")) {
 		t.Fatalf("frames before the close: %q", texts)
+	}
+}
+
+// TestMessageTooLargeWhileSending: the rest of an oversized frame is still
+// arriving when the server closes. Closing a socket with unread input makes
+// the kernel answer with a reset that can overtake the error frame; the
+// server must shut down its side and drain instead, so the client reads
+// the explanation, then a clean EOF.
+func TestMessageTooLargeWhileSending(t *testing.T) {
+	for _, noPoller := range []bool{false, true} {
+		t.Run(fmt.Sprintf("noPoller=%v", noPoller), func(t *testing.T) {
+			ts := newTestServer(t, Config{MaxFrameBytes: 1000, noPoller: noPoller}, pipes.Config{})
+			r := ts.rawDial(anonPath())
+			r.nextText()
+			frame := clientFrame(true, opText, make([]byte, 512<<10), [4]byte{})
+			sent := make(chan struct{})
+			go func() {
+				defer close(sent)
+				r.nc.Write(frame) // fails once the server has closed: expected
+			}()
+			var texts [][]byte
+			for {
+				op, p, err := r.readFrame()
+				if err != nil {
+					if !errors.Is(err, io.EOF) {
+						t.Errorf("the connection ended with %v, not a clean EOF", err)
+					}
+					break
+				}
+				if op == opClose {
+					t.Fatal("the server sent a Close frame")
+				}
+				if op == opText {
+					texts = append(texts, p)
+				}
+			}
+			if len(texts) != 1 || !bytes.Contains(texts[0], []byte("message_too_large")) {
+				t.Fatalf("frames before the close: %q", texts)
+			}
+			r.nc.Close()
+			<-sent
+		})
 	}
 }
 
