@@ -431,6 +431,22 @@ func inWaitMetric(t testing.TB, s *server, name string, want float64) {
 	}
 }
 
+// inWaitMetricAtMost waits until the metric is at most want.
+func inWaitMetricAtMost(t testing.TB, s *server, name string, want float64) {
+	t.Helper()
+	deadline := time.Now().Add(inWait)
+	for {
+		got := inMetric(t, s, name)
+		if got <= want {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("%s = %g, want <= %g", name, got, want)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
 // inCanary is a healthy client: a WebSocket subscriber and a CometQL
 // connection. check publishes a fresh message over CometQL and fails
 // unless the subscriber receives it: both front ends still serve.

@@ -22,6 +22,7 @@ type collector struct {
 	browserErrors, qlErrors          *prometheus.Desc
 	qlHandshakeFailures              *prometheus.Desc
 	qlReadTimeouts, qlIdleTimeouts   *prometheus.Desc
+	qlConnections                    *prometheus.Desc
 	acceptErrors, acceptPauses       *prometheus.Desc
 	httpReadTimeouts, openFiles      *prometheus.Desc
 	openFilesLimit, openFilesReserve *prometheus.Desc
@@ -57,6 +58,7 @@ func newCollector(a *App) *collector {
 		qlHandshakeFailures: prometheus.NewDesc("cometql_cometql_handshake_failures_total",
 			"CometQL connections closed during the handshake, by reason (timeout, error; access denied is error code 1045).", []string{"reason"}, nil),
 		qlReadTimeouts: d("cometql_read_timeouts_total", "CometQL connections closed because a started command packet stalled for the handshake timeout."),
+		qlConnections:  d("cometql_connections", "Open CometQL (MySQL protocol) connections."),
 		qlIdleTimeouts: d("cometql_idle_timeouts_total", "CometQL connections closed after the idle timeout."),
 		acceptErrors: prometheus.NewDesc("cometql_accept_errors_total",
 			"Failed accepts (out of file descriptors), each followed by a pause, by listener.", []string{"listener"}, nil),
@@ -72,7 +74,7 @@ func newCollector(a *App) *collector {
 func (c *collector) Describe(ch chan<- *prometheus.Desc) {
 	for _, d := range []*prometheus.Desc{c.sessions, c.subs, c.pipes, c.published, c.delivered, c.private, c.queued,
 		c.webPublished, c.limited, c.queueDropped, c.commits, c.writes, c.failed, c.commitSeconds, c.statements, c.statementErrors,
-		c.browserErrors, c.qlErrors, c.qlHandshakeFailures, c.qlReadTimeouts, c.qlIdleTimeouts, c.acceptErrors, c.acceptPauses,
+		c.browserErrors, c.qlErrors, c.qlHandshakeFailures, c.qlReadTimeouts, c.qlIdleTimeouts, c.qlConnections, c.acceptErrors, c.acceptPauses,
 		c.httpReadTimeouts, c.openFiles, c.openFilesLimit, c.openFilesReserve} {
 		ch <- d
 	}
@@ -118,6 +120,7 @@ func (c *collector) Collect(ch chan<- prometheus.Metric) {
 	n(c.qlHandshakeFailures, float64(qs.HandshakeErrors), "error")
 	n(c.qlReadTimeouts, float64(qs.ReadTimeouts))
 	n(c.qlIdleTimeouts, float64(qs.IdleTimeouts))
+	g(c.qlConnections, float64(c.a.ql.ConnectionCount()))
 	n(c.acceptErrors, float64(qs.AcceptErrors), "cometql")
 	n(c.acceptErrors, float64(c.a.web.AcceptErrors()), "http")
 	if f := c.a.fds; f != nil {
