@@ -239,6 +239,7 @@ return 1
 //	returns 1 when the key held our token, 0 when it was missing (first
 //	start, expired, or Redis lost its data), 2 when another instance's
 //	token was there
+//
 // scriptReportOnline replaces this node's browser connection counts.
 //
 //	KEYS: the node's online hash
