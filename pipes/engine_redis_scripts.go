@@ -232,14 +232,6 @@ end
 return 1
 `)
 
-// scriptHeartbeat refreshes the node's liveness key.
-//
-//	KEYS: liveness key, nodes set
-//	ARGV: instance token, ttl in ms, node
-//	returns 1 when the key held our token, 0 when it was missing (first
-//	start, expired, or Redis lost its data), 2 when another instance's
-//	token was there
-//
 // scriptReportOnline replaces this node's browser connection counts.
 //
 //	KEYS: the node's online hash
@@ -269,6 +261,13 @@ end
 return sum
 `)
 
+// scriptHeartbeat refreshes the node's liveness key.
+//
+//	KEYS: liveness key, nodes set
+//	ARGV: instance token, ttl in ms, node
+//	returns 1 when the key held our token, 0 when it was missing (first
+//	start, expired, or Redis lost its data), 2 when another instance's
+//	token was there
 var scriptHeartbeat = rueidis.NewLuaScript(`
 local cur = redis.call('GET', KEYS[1])
 redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
