@@ -146,6 +146,9 @@ func newWSConn(s *Server, nc net.Conn, ip string) *wsConn {
 	if s.pollers != nil && s.writers != nil {
 		if fd, ok := detachSocket(nc); ok {
 			c.fd.fd, c.raw = int32(fd), true
+			if _, plain := nc.(*net.TCPConn); plain {
+				c.nc = closedConn{} // closed already; drop its netFD
+			}
 		}
 	}
 	now := s.now()
@@ -617,3 +620,16 @@ func (c *wsConn) handle(m message) bool {
 func (c *wsConn) command(s *pipes.Session, payload []byte) {
 	c.srv.command(s, &c.limiter, string(payload))
 }
+
+// closedConn replaces a plain *net.TCPConn once its socket went raw, so the
+// connection's closed netFD and addresses are not kept.
+type closedConn struct{}
+
+func (closedConn) Read([]byte) (int, error)         { return 0, net.ErrClosed }
+func (closedConn) Write([]byte) (int, error)        { return 0, net.ErrClosed }
+func (closedConn) Close() error                     { return nil }
+func (closedConn) LocalAddr() net.Addr              { return nil }
+func (closedConn) RemoteAddr() net.Addr             { return nil }
+func (closedConn) SetDeadline(time.Time) error      { return net.ErrClosed }
+func (closedConn) SetReadDeadline(time.Time) error  { return net.ErrClosed }
+func (closedConn) SetWriteDeadline(time.Time) error { return net.ErrClosed }

@@ -277,8 +277,10 @@ func (c *budgetConn) SyscallConn() (syscall.RawConn, error) {
 
 // DetachFD hands the socket over (jsapi's raw WebSockets): it returns a
 // duplicate of the descriptor (close on exec) and closes the wrapped
-// connection, which releases the runtime's poller state; the connection
-// stays counted until Close, as the duplicate holds a descriptor.
+// connection, which releases the runtime's poller state, and drops it (its
+// netFD and addresses, ~300 bytes an idle WebSocket would otherwise keep);
+// the connection stays counted until Close, as the duplicate holds a
+// descriptor. Only Close may be called afterwards.
 func (c *budgetConn) DetachFD() (int, error) {
 	sc, ok := c.Conn.(syscall.Conn)
 	if !ok {
@@ -299,8 +301,22 @@ func (c *budgetConn) DetachFD() (int, error) {
 		return -1, derr
 	}
 	c.Conn.Close()
+	c.Conn = detachedConn{}
 	return fd, nil
 }
+
+// detachedConn stands for a connection whose socket was handed over: every
+// call fails as on a closed connection.
+type detachedConn struct{}
+
+func (detachedConn) Read([]byte) (int, error)         { return 0, net.ErrClosed }
+func (detachedConn) Write([]byte) (int, error)        { return 0, net.ErrClosed }
+func (detachedConn) Close() error                     { return nil }
+func (detachedConn) LocalAddr() net.Addr              { return nil }
+func (detachedConn) RemoteAddr() net.Addr             { return nil }
+func (detachedConn) SetDeadline(time.Time) error      { return net.ErrClosed }
+func (detachedConn) SetReadDeadline(time.Time) error  { return net.ErrClosed }
+func (detachedConn) SetWriteDeadline(time.Time) error { return net.ErrClosed }
 
 // ReadFrom lets the HTTP server use sendfile/splice.
 func (c *budgetConn) ReadFrom(r io.Reader) (int64, error) {
