@@ -33,7 +33,7 @@ type wsConn struct {
 	// socket, with epoll loops) the socket left Go's poller at the
 	// upgrade and fd is its descriptor: reads, writes and the closing
 	// happen on fd, and nc is only closed at the end (for its listener's
-	// bookkeeping). Otherwise (TLS, other systems) a goroutine reads nc and
+	// bookkeeping; nil when there is none to do). Otherwise (TLS, other systems) a goroutine reads nc and
 	// flush writes it.
 	nc net.Conn
 	fd sockFD
@@ -147,7 +147,7 @@ func newWSConn(s *Server, nc net.Conn, ip string) *wsConn {
 		if fd, ok := detachSocket(nc); ok {
 			c.fd.fd, c.raw = int32(fd), true
 			if _, plain := nc.(*net.TCPConn); plain {
-				c.nc = closedConn{} // closed already; drop its netFD
+				c.nc = nil // closed already; drop its netFD
 			}
 		}
 	}
@@ -441,7 +441,9 @@ func (c *wsConn) closeSocket() {
 	if c.raw {
 		c.fd.close()
 	}
-	c.nc.Close()
+	if c.nc != nil { // nil: a plain socket that went raw (newWSConn)
+		c.nc.Close()
+	}
 }
 
 // lingerNetConn is sockFD.drainAndShutdown for a connection still in Go's
@@ -620,16 +622,3 @@ func (c *wsConn) handle(m message) bool {
 func (c *wsConn) command(s *pipes.Session, payload []byte) {
 	c.srv.command(s, &c.limiter, string(payload))
 }
-
-// closedConn replaces a plain *net.TCPConn once its socket went raw, so the
-// connection's closed netFD and addresses are not kept.
-type closedConn struct{}
-
-func (closedConn) Read([]byte) (int, error)         { return 0, net.ErrClosed }
-func (closedConn) Write([]byte) (int, error)        { return 0, net.ErrClosed }
-func (closedConn) Close() error                     { return nil }
-func (closedConn) LocalAddr() net.Addr              { return nil }
-func (closedConn) RemoteAddr() net.Addr             { return nil }
-func (closedConn) SetDeadline(time.Time) error      { return net.ErrClosed }
-func (closedConn) SetReadDeadline(time.Time) error  { return net.ErrClosed }
-func (closedConn) SetWriteDeadline(time.Time) error { return net.ErrClosed }

@@ -238,7 +238,10 @@ type budgetConn struct {
 }
 
 func (c *budgetConn) Close() error {
-	err := c.Conn.Close()
+	var err error
+	if c.Conn != nil { // nil once detached (DetachFD)
+		err = c.Conn.Close()
+	}
 	if c.closed.CompareAndSwap(false, true) {
 		c.b.conns.Add(-1)
 	}
@@ -301,22 +304,9 @@ func (c *budgetConn) DetachFD() (int, error) {
 		return -1, derr
 	}
 	c.Conn.Close()
-	c.Conn = detachedConn{}
+	c.Conn = nil
 	return fd, nil
 }
-
-// detachedConn stands for a connection whose socket was handed over: every
-// call fails as on a closed connection.
-type detachedConn struct{}
-
-func (detachedConn) Read([]byte) (int, error)         { return 0, net.ErrClosed }
-func (detachedConn) Write([]byte) (int, error)        { return 0, net.ErrClosed }
-func (detachedConn) Close() error                     { return nil }
-func (detachedConn) LocalAddr() net.Addr              { return nil }
-func (detachedConn) RemoteAddr() net.Addr             { return nil }
-func (detachedConn) SetDeadline(time.Time) error      { return net.ErrClosed }
-func (detachedConn) SetReadDeadline(time.Time) error  { return net.ErrClosed }
-func (detachedConn) SetWriteDeadline(time.Time) error { return net.ErrClosed }
 
 // ReadFrom lets the HTTP server use sendfile/splice.
 func (c *budgetConn) ReadFrom(r io.Reader) (int64, error) {
