@@ -137,6 +137,8 @@ func TestAuthenticate(t *testing.T) {
 		{"jwt of dev 0 in dev 3", 3, 7, good, 0, false},
 		{"jwt user mismatch", 0, 8, good, 0, false},
 		{"jwt revoked", 0, 7, revoked, 0, false},
+		{"jwt revoked, respelled with a line break", 0, 7, revoked[:len(revoked)-5] + "\n" + revoked[len(revoked)-5:], 0, false},
+		{"jwt with a line break", 0, 7, good[:len(good)-5] + "\r\n" + good[len(good)-5:], 0, false},
 		{"jwt expired", 0, 7, rawToken(hs256, payload(7, now.Add(-time.Hour).Unix()), sha256.New, secret0), 0, false},
 		{"jwt expired within leeway", 0, 7, rawToken(hs256, payload(7, now.Add(-3*time.Second).Unix()), sha256.New, secret0), 7, true},
 		{"jwt expired beyond leeway", 0, 7, rawToken(hs256, payload(7, now.Add(-6*time.Second).Unix()), sha256.New, secret0), 0, false},
