@@ -10,6 +10,8 @@ import (
 	"time"
 
 	"github.com/redis/rueidis"
+
+	"github.com/cometql/cometql/internal/redisopt"
 )
 
 // RedisConfig configures a RedisStore. A zero field takes the default its
@@ -58,31 +60,9 @@ func NewRedisStore(cfg RedisConfig) (*RedisStore, error) {
 	if cfg.DialTimeout <= 0 {
 		cfg.DialTimeout = 2 * time.Second
 	}
-	var opt rueidis.ClientOption
-	if cfg.URL != "" {
-		o, err := rueidis.ParseURL(cfg.URL)
-		if err != nil {
-			return nil, fmt.Errorf("%w: URL: %v", ErrRedis, err)
-		}
-		opt = o
-	} else {
-		opt.InitAddress = []string{cfg.Addr}
-	}
-	if opt.Sentinel.MasterSet == "" {
-		opt.ForceSingleClient = true
-	}
-	opt.DisableCache = true
-	opt.RetryDelay = func(attempts int, _ rueidis.Completed, _ error) time.Duration {
-		if attempts > 2 { // reads only: writes are never retried
-			return -1
-		}
-		return time.Duration(attempts) * 20 * time.Millisecond
-	}
-	if opt.Dialer.Timeout == 0 {
-		opt.Dialer.Timeout = cfg.DialTimeout
-	}
-	if opt.ConnWriteTimeout == 0 {
-		opt.ConnWriteTimeout = cfg.OpTimeout
+	opt, err := redisopt.Options(cfg.URL, cfg.Addr, cfg.DialTimeout, cfg.OpTimeout, "")
+	if err != nil {
+		return nil, fmt.Errorf("%w: URL: %v", ErrRedis, err)
 	}
 	client, err := rueidis.NewClient(opt)
 	if client == nil {

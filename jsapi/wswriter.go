@@ -93,21 +93,10 @@ func (c *wsConn) writeOut(w *wsWriter) {
 	if c.wpend != nil && !c.writePending() {
 		return
 	}
-	c.mu.Lock()
-	out, ctrl := c.out, c.ctrl
-	c.out, c.ctrl = nil, nil
-	if c.closed || (out == nil && len(ctrl) == 0) {
-		c.flushing = false
-		closeNow := !c.closed && c.closeAfterFlush
-		c.mu.Unlock()
-		putFrameList(out)
-		if closeNow {
-			c.closeConn("")
-		}
+	out, ctrl, ok := c.takeOutbox()
+	if !ok {
 		return
 	}
-	c.mu.Unlock()
-
 	var frames [][]byte
 	if out != nil {
 		frames = out.f

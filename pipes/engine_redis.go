@@ -16,6 +16,8 @@ import (
 	"time"
 
 	"github.com/redis/rueidis"
+
+	"github.com/cometql/cometql/internal/redisopt"
 )
 
 // RedisConfig configures the cluster engine. A zero field takes the default
@@ -206,40 +208,12 @@ func NewRedisEngine(cfg RedisConfig, log *slog.Logger) (*RedisEngine, error) {
 	return e, nil
 }
 
-// redisOptions turns the configuration into client options: one Redis
-// server (or a Sentinel-managed primary), no client-side cache, no retries
-// of writes (the engine decides what to do when Redis is away).
+// redisOptions turns the configuration into client options (see
+// redisopt.Options: the engine decides what to do when Redis is away).
 func redisOptions(cfg RedisConfig) (rueidis.ClientOption, error) {
-	var opt rueidis.ClientOption
-	if cfg.URL != "" {
-		o, err := rueidis.ParseURL(cfg.URL)
-		if err != nil {
-			return opt, fmt.Errorf("pipes: redis URL: %w", err)
-		}
-		opt = o
-	} else {
-		opt.InitAddress = []string{cfg.Addr}
-	}
-	if opt.Sentinel.MasterSet == "" {
-		opt.ForceSingleClient = true
-	}
-	opt.DisableCache = true
-	// Read-only commands are retried twice, quickly, when a connection
-	// broke under them; writes and scripts never are (they may have run).
-	opt.RetryDelay = func(attempts int, _ rueidis.Completed, _ error) time.Duration {
-		if attempts > 2 {
-			return -1
-		}
-		return time.Duration(attempts) * 20 * time.Millisecond
-	}
-	if opt.Dialer.Timeout == 0 {
-		opt.Dialer.Timeout = cfg.DialTimeout
-	}
-	if opt.ConnWriteTimeout == 0 {
-		opt.ConnWriteTimeout = cfg.OpTimeout
-	}
-	if opt.ClientName == "" {
-		opt.ClientName = "cometql:" + cfg.Node
+	opt, err := redisopt.Options(cfg.URL, cfg.Addr, cfg.DialTimeout, cfg.OpTimeout, "cometql:"+cfg.Node)
+	if err != nil {
+		return opt, fmt.Errorf("pipes: redis URL: %w", err)
 	}
 	return opt, nil
 }

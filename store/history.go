@@ -93,13 +93,9 @@ func (st *pipeState) trim(tx *sql.Tx, dev int64, pipe string, allowance int64) e
 	if st.stored <= st.keep+allowance {
 		return nil
 	}
-	res, err := tx.ExecContext(bg, `DELETE FROM history WHERE dev_id = ?1 AND pipe = ?2 AND seq <= (
+	n, err := changed(tx, `DELETE FROM history WHERE dev_id = ?1 AND pipe = ?2 AND seq <= (
 		SELECT seq FROM history WHERE dev_id = ?1 AND pipe = ?2 ORDER BY seq LIMIT 1 OFFSET ?3)`,
 		dev, pipe, st.stored-st.keep-1)
-	if err != nil {
-		return err
-	}
-	n, err := res.RowsAffected()
 	if err != nil {
 		return err
 	}
@@ -175,11 +171,7 @@ func clearHistory(tx *sql.Tx, dev int64, pipe string) (int64, error) {
 	if err != nil {
 		return 0, err
 	}
-	res, err := tx.ExecContext(bg, "DELETE FROM history WHERE dev_id = ? AND pipe = ?", dev, pipe)
-	if err != nil {
-		return 0, err
-	}
-	n, err := res.RowsAffected()
+	n, err := changed(tx, "DELETE FROM history WHERE dev_id = ? AND pipe = ?", dev, pipe)
 	if err != nil {
 		return 0, err
 	}
@@ -217,11 +209,7 @@ func (s *Store) DeleteMessage(ctx context.Context, dev int64, id string) (int64,
 		if err := st.trim(tx, dev, pipe, 0); err != nil {
 			return err
 		}
-		res, err := tx.ExecContext(bg, "DELETE FROM history WHERE dev_id = ? AND id = ?", dev, id)
-		if err != nil {
-			return err
-		}
-		if n, err = res.RowsAffected(); err != nil {
+		if n, err = changed(tx, "DELETE FROM history WHERE dev_id = ? AND id = ?", dev, id); err != nil {
 			return err
 		}
 		st.stored -= n

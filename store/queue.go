@@ -42,25 +42,17 @@ func (s *Store) Enqueue(ctx context.Context, dev int64, q *pipes.QueuedMessage, 
 		dropped = 0
 		if s.cfg.QueueTTL > 0 {
 			cutoff := now - int64(s.cfg.QueueTTL.Seconds())
-			res, err := tx.ExecContext(bg, "DELETE FROM queue WHERE dev_id = ? AND user_id = ? AND time < ?",
+			n, err := changed(tx, "DELETE FROM queue WHERE dev_id = ? AND user_id = ? AND time < ?",
 				dev, msg.UserID, cutoff)
-			if err != nil {
-				return err
-			}
-			n, err := res.RowsAffected()
 			if err != nil {
 				return err
 			}
 			dropped += n
 		}
 		if max > 0 {
-			res, err := tx.ExecContext(bg, `DELETE FROM queue WHERE rowid IN (
+			n, err := changed(tx, `DELETE FROM queue WHERE rowid IN (
 				SELECT rowid FROM queue WHERE dev_id = ? AND user_id = ? ORDER BY idx DESC LIMIT -1 OFFSET ?)`,
 				dev, msg.UserID, max)
-			if err != nil {
-				return err
-			}
-			n, err := res.RowsAffected()
 			if err != nil {
 				return err
 			}
@@ -116,16 +108,21 @@ func (s *Store) ClearQueue(ctx context.Context, dev, user int64) (int64, error) 
 // exec runs one statement as a write and returns the rows it changed.
 func (s *Store) exec(ctx context.Context, op, q string, args ...any) (int64, error) {
 	var n int64
-	err := s.write(ctx, op, func(tx *sql.Tx) error {
-		res, err := tx.ExecContext(bg, q, args...)
-		if err != nil {
-			return err
-		}
-		n, err = res.RowsAffected()
+	err := s.write(ctx, op, func(tx *sql.Tx) (err error) {
+		n, err = changed(tx, q, args...)
 		return err
 	})
 	if err != nil {
 		return 0, err
 	}
 	return n, nil
+}
+
+// changed runs a statement in tx and returns how many rows it changed.
+func changed(tx *sql.Tx, q string, args ...any) (int64, error) {
+	res, err := tx.ExecContext(bg, q, args...)
+	if err != nil {
+		return 0, err
+	}
+	return res.RowsAffected()
 }

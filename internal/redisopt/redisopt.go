@@ -1,0 +1,49 @@
+// Package redisopt builds the Redis client options the cluster's Redis
+// users share (the pipes engine, the auth store).
+package redisopt
+
+import (
+	"time"
+
+	"github.com/redis/rueidis"
+)
+
+// Options turns a Redis URL (redis://[user:password@]host:port/db, rediss://
+// for TLS; it wins when set) or a host:port into client options: one Redis
+// server (or a Sentinel-managed primary), no client-side cache, read-only
+// commands retried twice, quickly, when a connection broke under them
+// (writes and scripts never are: they may have run), and the dial and
+// operation timeouts unless the URL sets them. name, when not empty, is the
+// CLIENT SETNAME unless the URL sets one. The error is the URL's.
+func Options(url, addr string, dialTimeout, opTimeout time.Duration, name string) (rueidis.ClientOption, error) {
+	var opt rueidis.ClientOption
+	if url != "" {
+		o, err := rueidis.ParseURL(url)
+		if err != nil {
+			return opt, err
+		}
+		opt = o
+	} else {
+		opt.InitAddress = []string{addr}
+	}
+	if opt.Sentinel.MasterSet == "" {
+		opt.ForceSingleClient = true
+	}
+	opt.DisableCache = true
+	opt.RetryDelay = func(attempts int, _ rueidis.Completed, _ error) time.Duration {
+		if attempts > 2 {
+			return -1
+		}
+		return time.Duration(attempts) * 20 * time.Millisecond
+	}
+	if opt.Dialer.Timeout == 0 {
+		opt.Dialer.Timeout = dialTimeout
+	}
+	if opt.ConnWriteTimeout == 0 {
+		opt.ConnWriteTimeout = opTimeout
+	}
+	if opt.ClientName == "" {
+		opt.ClientName = name
+	}
+	return opt, nil
+}
