@@ -82,6 +82,21 @@ func (s *RedisStore) ctx(ctx context.Context) (context.Context, context.CancelFu
 	return context.WithTimeout(ctx, s.cfg.OpTimeout)
 }
 
+// do runs one command. Every command this store sends may run twice with
+// the same result (reads, HSET, HDEL, SET NX), so one that failed on a
+// broken connection (the first command after Redis came back meets the
+// connection that broke) is sent once more on the fresh one. Only a
+// deletion's count can differ: 0 when the first attempt had deleted.
+func (s *RedisStore) do(ctx context.Context, cmd rueidis.Completed) rueidis.RedisResult {
+	res := s.client.Do(ctx, cmd.Pin())
+	if err := res.Error(); err != nil && ctx.Err() == nil && !rueidis.IsRedisNil(err) {
+		if _, isReply := rueidis.IsRedisErr(err); !isReply {
+			res = s.client.Do(ctx, cmd)
+		}
+	}
+	return res
+}
+
 func wrapRedis(op string, err error) error {
 	return fmt.Errorf("%w: %s: %v", ErrRedis, op, err)
 }
@@ -93,14 +108,14 @@ func (s *RedisStore) SharedSecret(ctx context.Context, name, candidate string) (
 	ctx, cancel := s.ctx(ctx)
 	defer cancel()
 	key := s.cfg.Prefix + ":secret:" + name
-	set, err := s.client.Do(ctx, s.client.B().Set().Key(key).Value(candidate).Nx().Build()).AsBool()
+	set, err := s.do(ctx, s.client.B().Set().Key(key).Value(candidate).Nx().Build()).AsBool()
 	if err != nil && !rueidis.IsRedisNil(err) {
 		return "", false, wrapRedis("shared secret", err)
 	}
 	if set {
 		return candidate, true, nil
 	}
-	v, err := s.client.Do(ctx, s.client.B().Get().Key(key).Build()).ToString()
+	v, err := s.do(ctx, s.client.B().Get().Key(key).Build()).ToString()
 	if err != nil {
 		return "", false, wrapRedis("shared secret", err)
 	}
@@ -110,7 +125,7 @@ func (s *RedisStore) SharedSecret(ctx context.Context, name, candidate string) (
 func (s *RedisStore) set(ctx context.Context, op, key, field, value string) error {
 	ctx, cancel := s.ctx(ctx)
 	defer cancel()
-	if err := s.client.Do(ctx, s.client.B().Hset().Key(key).FieldValue().FieldValue(field, value).Build()).Error(); err != nil {
+	if err := s.do(ctx, s.client.B().Hset().Key(key).FieldValue().FieldValue(field, value).Build()).Error(); err != nil {
 		return wrapRedis(op, err)
 	}
 	return nil
@@ -119,7 +134,7 @@ func (s *RedisStore) set(ctx context.Context, op, key, field, value string) erro
 func (s *RedisStore) del(ctx context.Context, op, key, field string) (int64, error) {
 	ctx, cancel := s.ctx(ctx)
 	defer cancel()
-	n, err := s.client.Do(ctx, s.client.B().Hdel().Key(key).Field(field).Build()).AsInt64()
+	n, err := s.do(ctx, s.client.B().Hdel().Key(key).Field(field).Build()).AsInt64()
 	if err != nil {
 		return 0, wrapRedis(op, err)
 	}
@@ -133,7 +148,7 @@ func (s *RedisStore) byID(ctx context.Context, op, key string, ids []int64) (map
 	defer cancel()
 	out := make(map[int64]string)
 	if ids == nil {
-		all, err := s.client.Do(ctx, s.client.B().Hgetall().Key(key).Build()).AsStrMap()
+		all, err := s.do(ctx, s.client.B().Hgetall().Key(key).Build()).AsStrMap()
 		if err != nil {
 			return nil, wrapRedis(op, err)
 		}
@@ -151,7 +166,7 @@ func (s *RedisStore) byID(ctx context.Context, op, key string, ids []int64) (map
 	for i, id := range ids {
 		fields[i] = strconv.FormatInt(id, 10)
 	}
-	vals, err := s.client.Do(ctx, s.client.B().Hmget().Key(key).Field(fields...).Build()).ToArray()
+	vals, err := s.do(ctx, s.client.B().Hmget().Key(key).Field(fields...).Build()).ToArray()
 	if err != nil {
 		return nil, wrapRedis(op, err)
 	}
@@ -209,7 +224,7 @@ func (s *RedisStore) RevokedTokens(ctx context.Context, dev int64, tokens []stri
 	if tokens == nil {
 		ctx, cancel := s.ctx(ctx)
 		defer cancel()
-		all, err := s.client.Do(ctx, s.client.B().Hgetall().Key(key).Build()).AsIntMap()
+		all, err := s.do(ctx, s.client.B().Hgetall().Key(key).Build()).AsIntMap()
 		if err != nil {
 			return nil, wrapRedis("revoked tokens", err)
 		}
@@ -219,7 +234,7 @@ func (s *RedisStore) RevokedTokens(ctx context.Context, dev int64, tokens []stri
 	} else if len(tokens) > 0 {
 		ctx, cancel := s.ctx(ctx)
 		defer cancel()
-		vals, err := s.client.Do(ctx, s.client.B().Hmget().Key(key).Field(tokens...).Build()).ToArray()
+		vals, err := s.do(ctx, s.client.B().Hmget().Key(key).Field(tokens...).Build()).ToArray()
 		if err != nil {
 			return nil, wrapRedis("revoked tokens", err)
 		}

@@ -195,3 +195,30 @@ func TestRedisStoreUnreachable(t *testing.T) {
 		t.Fatal("no error")
 	}
 }
+
+// Redis restarts under a store that had connected: the first writes after
+// it is back succeed (the one that meets the broken connection is sent
+// again on a fresh one) instead of failing a backend's INSERT.
+func TestRedisStoreAfterRestart(t *testing.T) {
+	ctx := context.Background()
+	srv := redistest.New(t)
+	st, err := auth.NewRedisStore(auth.RedisConfig{URL: srv.URL(), Prefix: redistest.Prefix(t)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(st.Close)
+	must(t, st.SetHash(ctx, 0, 1, "before"))
+	srv.Stop()
+	if err := srv.Start(); err != nil {
+		t.Fatal(err)
+	}
+	for i := range 3 {
+		must(t, st.SetHash(ctx, 0, int64(10+i), fmt.Sprint("after", i)))
+	}
+	must(t, st.RevokeToken(ctx, 0, "tok", 5))
+	got, err := st.Hashes(ctx, 0, []int64{10, 11, 12})
+	must(t, err)
+	if len(got) != 3 || got[10] != "after0" || got[12] != "after2" {
+		t.Fatalf("hashes after the restart = %v", got)
+	}
+}

@@ -146,8 +146,14 @@ type RedisEngine struct {
 
 	workers []chan dispatchItem
 
-	psUp    atomic.Bool // pub/sub connected and subscribed
-	hbOK    atomic.Bool // last heartbeat succeeded
+	psUp atomic.Bool // pub/sub connected and subscribed
+	hbOK atomic.Bool // last heartbeat succeeded
+	// lossGen counts pub/sub connection losses; beatGen is the count read
+	// before the last heartbeat that succeeded. Not ready while they differ:
+	// a pub/sub connection back up says nothing of the command connection,
+	// which a heartbeat replaces when it broke too.
+	lossGen, beatGen atomic.Uint64
+
 	errMu   sync.Mutex
 	lastErr error
 
@@ -340,7 +346,7 @@ func (e *RedisEngine) Ready() error {
 	if e.closed.Load() {
 		return ErrClosed
 	}
-	if !e.psUp.Load() || !e.hbOK.Load() {
+	if !e.psUp.Load() || !e.hbOK.Load() || e.beatGen.Load() != e.lossGen.Load() {
 		return fmt.Errorf("%w: %v", ErrUnavailable, e.lastError())
 	}
 	return nil

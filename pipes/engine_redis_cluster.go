@@ -365,6 +365,7 @@ func (e *RedisEngine) heartbeatLoop() {
 func (e *RedisEngine) beat() {
 	ctx, cancel := e.opCtx(context.Background())
 	defer cancel()
+	gen := e.lossGen.Load()
 	r, err := e.heartbeat(ctx)
 	if err != nil && isConnError(err) && ctx.Err() == nil {
 		// A connection that broke under the call is replaced by the next
@@ -387,6 +388,7 @@ func (e *RedisEngine) beat() {
 	if !e.hbOK.Swap(true) {
 		e.log.Info("redis reachable again")
 	}
+	e.beatGen.Store(gen)
 	switch r {
 	case 2:
 		e.log.Error("another instance refreshed this node's liveness key: node names must be unique in a cluster")

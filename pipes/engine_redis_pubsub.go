@@ -147,6 +147,7 @@ func (e *RedisEngine) pubsubLoop(up chan struct{}) {
 				err = errors.New("pub/sub connection closed")
 			}
 			e.log.Warn("pub/sub connection to redis lost", "err", err)
+			e.lossGen.Add(1)
 		}
 		e.detach(dc, err)
 		select {

@@ -12,8 +12,12 @@ import (
 // for TLS; it wins when set) or a host:port into client options: one Redis
 // server (or a Sentinel-managed primary), no client-side cache, read-only
 // commands retried twice, quickly, when a connection broke under them
-// (writes and scripts never are: they may have run), and the dial and
-// operation timeouts unless the URL sets them. name, when not empty, is the
+// (writes and scripts never are: they may have run), one pipelined
+// connection, and the dial and operation timeouts unless the URL sets them.
+// One pipelined connection (rather than the client's default of several,
+// picked at random per command) means that once any command got through
+// after an outage, the connection every command uses is a fresh one: with
+// several, each stale one would fail the first write sent to it. name, when not empty, is the
 // CLIENT SETNAME unless the URL sets one. The error is the URL's.
 func Options(url, addr string, dialTimeout, opTimeout time.Duration, name string) (rueidis.ClientOption, error) {
 	var opt rueidis.ClientOption
@@ -30,6 +34,9 @@ func Options(url, addr string, dialTimeout, opTimeout time.Duration, name string
 		opt.ForceSingleClient = true
 	}
 	opt.DisableCache = true
+	if opt.PipelineMultiplex == 0 {
+		opt.PipelineMultiplex = -1 // one connection: see above
+	}
 	opt.RetryDelay = func(attempts int, _ rueidis.Completed, _ error) time.Duration {
 		if attempts > 2 {
 			return -1
