@@ -3,13 +3,13 @@
 package jsapi
 
 import (
-	"errors"
 	"net"
 	"sync/atomic"
-	"syscall"
 	"time"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/cometql/cometql/internal/sockfd"
 )
 
 // sockFD is a WebSocket's socket descriptor once it has left Go's network
@@ -72,7 +72,7 @@ func detachSocket(nc net.Conn) (fd int, ok bool) {
 		fd, err := c.DetachFD()
 		return fd, err == nil
 	case *net.TCPConn:
-		fd, err := dupSocket(c)
+		fd, err := sockfd.Dup(c)
 		if err != nil {
 			return -1, false
 		}
@@ -80,29 +80,6 @@ func detachSocket(nc net.Conn) (fd int, ok bool) {
 		return fd, true
 	}
 	return -1, false
-}
-
-// dupSocket duplicates the descriptor of a connection's socket (close on
-// exec).
-func dupSocket(sc syscall.Conn) (int, error) {
-	rc, err := sc.SyscallConn()
-	if err != nil {
-		return -1, err
-	}
-	fd := -1
-	var derr error
-	if err := rc.Control(func(s uintptr) {
-		fd, derr = unix.FcntlInt(s, unix.F_DUPFD_CLOEXEC, 0)
-	}); err != nil {
-		return -1, err
-	}
-	if derr != nil {
-		return -1, derr
-	}
-	if fd < 0 {
-		return -1, errors.New("jsapi: no descriptor")
-	}
-	return fd, nil
 }
 
 // drainAndShutdown ends the sending side (a FIN after what was written) and

@@ -10,7 +10,7 @@ import (
 	"syscall"
 	"time"
 
-	"golang.org/x/sys/unix"
+	"github.com/cometql/cometql/internal/sockfd"
 )
 
 // fdBudget keeps the process's last file descriptors for the CometQL port
@@ -289,19 +289,9 @@ func (c *budgetConn) DetachFD() (int, error) {
 	if !ok {
 		return -1, syscall.EINVAL
 	}
-	rc, err := sc.SyscallConn()
+	fd, err := sockfd.Dup(sc)
 	if err != nil {
 		return -1, err
-	}
-	fd := -1
-	var derr error
-	if err := rc.Control(func(s uintptr) {
-		fd, derr = unix.FcntlInt(s, unix.F_DUPFD_CLOEXEC, 0)
-	}); err != nil {
-		return -1, err
-	}
-	if derr != nil {
-		return -1, derr
 	}
 	c.Conn.Close()
 	c.Conn = nil
