@@ -4,6 +4,7 @@ package jsapi
 
 import (
 	"net"
+	"os"
 	"sync/atomic"
 	"time"
 
@@ -87,37 +88,24 @@ func detachSocket(nc net.Conn) (fd int, ok bool) {
 // bytes, until it closes. Closing a socket with unread input makes the
 // kernel send a reset instead of a FIN, and a reset can overtake the last
 // frames (an error frame explaining the close): the peer would see a
-// broken connection and no reason.
-func (f *sockFD) drainAndShutdown(d time.Duration, max int) {
+// broken connection and no reason. The wait is in Go's network poller, on
+// a duplicate of the descriptor, so a lingering connection holds a parked
+// goroutine and not an OS thread blocked in a system call.
+func (f *sockFD) drainAndShutdown(d time.Duration, max int64) {
 	if !f.acquire() {
 		return
 	}
-	defer f.release()
-	fd := int(f.fd)
-	if unix.Shutdown(fd, unix.SHUT_WR) != nil {
+	dup, err := unix.FcntlInt(uintptr(f.fd), unix.F_DUPFD_CLOEXEC, 0)
+	f.release()
+	if err != nil {
 		return
 	}
-	deadline := time.Now().Add(d)
-	buf := make([]byte, 4096)
-	for max > 0 {
-		left := time.Until(deadline)
-		if left <= 0 {
-			return
-		}
-		n, err := unix.Read(fd, buf)
-		switch {
-		case n > 0:
-			max -= n
-			continue
-		case n == 0 && err == nil:
-			return // the peer closed
-		case err == unix.EAGAIN || err == unix.EINTR:
-			pfd := []unix.PollFd{{Fd: int32(fd), Events: unix.POLLIN}}
-			if _, err := unix.Poll(pfd, int(left/time.Millisecond)+1); err != nil && err != unix.EINTR {
-				return
-			}
-		default:
-			return
-		}
+	file := os.NewFile(uintptr(dup), "")
+	nc, err := net.FileConn(file)
+	file.Close()
+	if err != nil {
+		return
 	}
+	defer nc.Close()
+	lingerNetConn(nc, d, max)
 }

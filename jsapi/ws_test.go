@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"os"
 	"strconv"
 	"strings"
 	"testing"
@@ -632,4 +633,62 @@ func TestServerInfoAuthorizedByJWT(t *testing.T) {
 	}
 	c.ended()
 	expect(t, ts.dial(userPath(77, tok), nil).info(), "authorized", false, "data", "")
+}
+
+// Connections closed after an error frame linger (the input is drained
+// for up to a second) without holding an OS thread each: 100 clients that
+// announce an oversized frame and then hold their connection open must not
+// add a thread per client to the server, and each gets its explanation and
+// then a TCP close.
+func TestLingeringClosesHoldNoThreads(t *testing.T) {
+	const clients = 100
+	ts := newTestServer(t, Config{MaxFrameBytes: 1000}, pipes.Config{})
+	conns := make([]*rawConn, clients)
+	for i := range conns {
+		conns[i] = ts.rawDial(anonPath())
+		conns[i].nextText()
+	}
+	before := processThreads(t)
+	// Announce 512 KiB, send 2 KiB of it, then hold.
+	head := clientFrame(true, opText, make([]byte, 512<<10), [4]byte{})[:2<<10]
+	for _, r := range conns {
+		r.write(head)
+	}
+	for _, r := range conns {
+		if p := r.nextText(); !bytes.Contains(p, []byte("message_too_large")) {
+			t.Fatalf("error frame: %q", p)
+		}
+	}
+	// Every connection is lingering now, for up to a second each: the
+	// most threads seen over half of that.
+	during := 0
+	for end := time.Now().Add(500 * time.Millisecond); time.Now().Before(end); time.Sleep(10 * time.Millisecond) {
+		during = max(during, processThreads(t))
+	}
+	if during-before > clients/4 {
+		t.Fatalf("threads %d before the lingering closes, up to %d during: one per lingering connection", before, during)
+	}
+	for _, r := range conns {
+		r.untilEOF()
+	}
+}
+
+// processThreads is this process's thread count.
+func processThreads(t *testing.T) int {
+	t.Helper()
+	b, err := os.ReadFile("/proc/self/status")
+	if err != nil {
+		t.Skip("no /proc/self/status")
+	}
+	for line := range strings.Lines(string(b)) {
+		if v, ok := strings.CutPrefix(line, "Threads:"); ok {
+			n, err := strconv.Atoi(strings.TrimSpace(v))
+			if err != nil {
+				t.Fatal(err)
+			}
+			return n
+		}
+	}
+	t.Fatal("no Threads line")
+	return 0
 }

@@ -457,8 +457,10 @@ func (c *wsConn) closeSocket() {
 	}
 }
 
-// lingerNetConn is sockFD.drainAndShutdown for a connection still in Go's
-// poller (TLS: the close_notify alert is the FIN's counterpart).
+// lingerNetConn ends a connection's sending side and reads and discards
+// its input for at most d or max bytes (see sockFD.drainAndShutdown, which
+// uses it for raw sockets; for TLS the close_notify alert is the FIN's
+// counterpart).
 func lingerNetConn(nc net.Conn, d time.Duration, max int64) {
 	type closeWriter interface{ CloseWrite() error }
 	cw, ok := nc.(closeWriter)
