@@ -65,6 +65,7 @@ type lpSession struct {
 var (
 	_ pipes.Sink          = (*lpSession)(nil)
 	_ pipes.FlushNotifier = (*lpSession)(nil)
+	_ pipes.OutboxLimiter = (*lpSession)(nil)
 )
 
 // lpFlushWaiter is an AfterFlush callback waiting for the frames up to upTo
@@ -120,6 +121,12 @@ func (l *lpSession) Send(frame []byte) {
 
 // Close ends the session (pipes.Sink).
 func (l *lpSession) Close() { l.end("") }
+
+// OutboxLimits returns the buffer caps past which Send ends the session
+// (pipes.OutboxLimiter).
+func (l *lpSession) OutboxLimits() (frames, bytes int) {
+	return l.srv.cfg.OutboxFrames, l.srv.cfg.OutboxBytes
+}
 
 func (l *lpSession) wakeLocked() {
 	if l.waiter != nil {

@@ -2,6 +2,9 @@ package jsapi
 
 import (
 	"context"
+	"fmt"
+	"regexp"
+	"strings"
 	"testing"
 	"time"
 
@@ -71,4 +74,76 @@ func TestLongPollQueueKeptUntilAcknowledged(t *testing.T) {
 	}
 	c2.poll(c2.ack) // acknowledges
 	ts.waitQueueLen(42, 0)
+}
+
+// TestRepliesLargerThanOutbox: an offline queue or a pipe_log reply longer
+// than the outbox holds (frames or bytes) arrives whole and in order, paced
+// in chunks, instead of closing the connection for overflow; private
+// messages sent meanwhile follow the queue; the queue leaves the store.
+func TestRepliesLargerThanOutbox(t *testing.T) {
+	const n = 120
+	big := strings.Repeat("b", 2000) // 120 × 2 KB: over 64 KiB and over 20 frames
+	ctx := context.Background()
+	for _, tc := range []struct {
+		name string
+		cfg  Config
+	}{
+		{"frames", Config{OutboxFrames: 20}},
+		{"bytes", Config{OutboxBytes: 64 << 10}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			ts := newTestServer(t, tc.cfg, pipes.Config{})
+			ts.setHash(0, 43, "k43")
+			for i := range n {
+				if _, err := ts.hub.SendPrivate(ctx, 0, 43, "e", fmt.Sprint(i, big)); err != nil {
+					t.Fatal(err)
+				}
+			}
+			c := ts.dial(userPath(43, "k43"), nil)
+			expect(t, c.info(), "authorized", true)
+			if d, err := ts.hub.SendPrivate(ctx, 0, 43, "live", "after the queue"); err != nil || d != 1 {
+				t.Fatalf("live private message: %d, %v", d, err)
+			}
+			for i := range n {
+				expect(t, c.next(), "pipe", "msg", "data", fmt.Sprint(i, big), "fromQueue", true)
+			}
+			expect(t, c.next(), "event", "live", "data", "after the queue")
+			ts.waitQueueLen(43, 0)
+
+			if err := ts.hub.Engine().SetLogLength(ctx, 0, "biglog", n); err != nil {
+				t.Fatal(err)
+			}
+			for i := range n {
+				ts.publish("biglog", "ev", fmt.Sprint(i, big))
+			}
+			c.send("pipe_log\nbiglog\nmark.1\n")
+			for i := range n {
+				expect(t, c.next(), "pipe", "biglog", "history", true, "data", fmt.Sprint(i, big))
+			}
+			c.sync()
+			if _, b := httpGet(t, "http://"+ts.addr+"/metrics", nil); regexp.MustCompile(`cometql_browser_drops_total\{[^}]*\} [1-9]`).Match(b) {
+				t.Fatalf("a connection was dropped:\n%s", b)
+			}
+		})
+	}
+}
+
+// The same over long-polling: the queue arrives whole over several polls.
+func TestLongPollQueueLargerThanOutbox(t *testing.T) {
+	const n = 120
+	ts := newTestServer(t, Config{OutboxFrames: 20, LongPollHold: 200 * time.Millisecond}, pipes.Config{})
+	ts.setHash(0, 44, "k44")
+	for i := range n {
+		if _, err := ts.hub.SendPrivate(context.Background(), 0, 44, "e", fmt.Sprint("q", i)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	c := ts.lpOpen("sesion=k44&myid=44&devid=0&v=4.08&uuid=lpbig&api=js")
+	got := c.frames(n + 1)
+	expect(t, got[0], "event", "serverInfo", "authorized", true)
+	for i := range n {
+		expect(t, got[i+1], "data", fmt.Sprint("q", i), "fromQueue", true)
+	}
+	c.poll(c.ack)
+	ts.waitQueueLen(44, 0)
 }

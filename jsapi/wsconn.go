@@ -78,6 +78,7 @@ type wsConn struct {
 var (
 	_ pipes.Sink          = (*wsConn)(nil)
 	_ pipes.FlushNotifier = (*wsConn)(nil)
+	_ pipes.OutboxLimiter = (*wsConn)(nil)
 )
 
 // flushWaiter is an AfterFlush callback waiting for left more frames to be
@@ -196,6 +197,12 @@ func (c *wsConn) Send(frame []byte) {
 
 // Close ends the connection with a TCP close (pipes.Sink).
 func (c *wsConn) Close() { c.closeConn("") }
+
+// OutboxLimits returns the outbox caps past which Send closes the
+// connection (pipes.OutboxLimiter).
+func (c *wsConn) OutboxLimits() (frames, bytes int) {
+	return c.srv.cfg.OutboxFrames, c.srv.cfg.OutboxBytes
+}
 
 // pingFrame is an encoded empty Ping; its capacity is its length so that
 // appending to it copies.

@@ -81,9 +81,11 @@ func (s *Session) PipeLog(ctx context.Context, pipe, marker string, since int64)
 	if err != nil {
 		return fmt.Errorf("history of %q: %w", pipe, err)
 	}
+	frames := make([][]byte, len(msgs))
 	for i := range msgs {
-		s.send(historyFrame(&msgs[i]))
+		frames[i] = historyFrame(&msgs[i])
 	}
+	s.sendPaced(frames, nil, nil)
 	return nil
 }
 

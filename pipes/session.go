@@ -120,20 +120,23 @@ func (h *Hub) Open(ctx context.Context, info SessionInfo, sink Sink) (*Session, 
 	}
 
 	s.send(serverInfoFrame(true, info.Key, h.now(), h.cfg.Server))
+	frames := make([][]byte, len(queue))
 	for i := range queue {
 		q := &queue[i]
-		s.send(privateFrame("q"+strconv.FormatInt(q.Index, 10), q.Event, q.Data, q.Time, true))
+		frames[i] = privateFrame("q"+strconv.FormatInt(q.Index, 10), q.Event, q.Data, q.Time, true)
 	}
-	if len(queue) > 0 {
-		h.private.Add(uint64(len(queue)))
-		s.ackQueue(queue[len(queue)-1].Index)
-	}
-	s.pmu.Lock()
-	for _, f := range s.pending {
-		s.sink.Send(f)
-	}
-	s.pending, s.opening = nil, false
-	s.pmu.Unlock()
+	h.private.Add(uint64(len(queue)))
+	// The queue may be more than the transport's outbox holds: it goes out
+	// in paced chunks, each removed from the queue once it reached the
+	// browser; private messages sent meanwhile wait in pending and follow.
+	s.sendPaced(frames, func(end int) { s.ackQueue(queue[end-1].Index) }, func() {
+		s.pmu.Lock()
+		for _, f := range s.pending {
+			s.sink.Send(f)
+		}
+		s.pending, s.opening = nil, false
+		s.pmu.Unlock()
+	})
 
 	if first {
 		h.presence(ctx, info.DevID, info.UserID, true)
@@ -149,6 +152,60 @@ type FlushNotifier interface {
 	// every frame sent before the call has reached the browser; never if
 	// the transport closes first.
 	AfterFlush(fn func())
+}
+
+// OutboxLimiter is implemented by sinks that close themselves when more
+// than a number of frames or bytes wait for the browser.
+type OutboxLimiter interface {
+	// OutboxLimits returns the caps on the frames and bytes waiting.
+	OutboxLimits() (frames, bytes int)
+}
+
+// sendPaced sends frames in chunks of at most a quarter of the sink's
+// outbox caps (OutboxLimiter), each once the previous one reached the
+// browser (FlushNotifier), so that a reply longer than the outbox holds (a
+// full offline queue, a long history) arrives instead of closing the
+// connection for overflow. sent (may be nil) is called after each chunk
+// with the number of frames sent so far; done (may be nil) once all are
+// sent. If the transport closes first, neither is called again. A sink
+// without both interfaces gets every frame at once.
+func (s *Session) sendPaced(frames [][]byte, sent func(end int), done func()) {
+	fn, notifies := s.sink.(FlushNotifier)
+	lim, limited := s.sink.(OutboxLimiter)
+	if !notifies || !limited {
+		for _, f := range frames {
+			s.sink.Send(f)
+		}
+		if sent != nil && len(frames) > 0 {
+			sent(len(frames))
+		}
+		if done != nil {
+			done()
+		}
+		return
+	}
+	maxFrames, maxBytes := lim.OutboxLimits()
+	maxFrames, maxBytes = max(maxFrames/4, 1), maxBytes/4
+	var next func(start int)
+	next = func(start int) {
+		end, n := start, 0
+		for end < len(frames) && (end == start || (end-start < maxFrames && n+len(frames[end]) <= maxBytes)) {
+			n += len(frames[end])
+			s.sink.Send(frames[end])
+			end++
+		}
+		if end > start && sent != nil {
+			sent(end)
+		}
+		if end == len(frames) {
+			if done != nil {
+				done()
+			}
+			return
+		}
+		fn.AfterFlush(func() { next(end) })
+	}
+	next(0)
 }
 
 // ackQueue removes the delivered offline queue up to index once the frames
