@@ -137,7 +137,12 @@ func appendMessage(b []byte, m *Message, history bool) []byte {
 	if m.ID != "" {
 		b = append(b, `,"id":`...)
 		b = appendString(b, m.ID)
-		b = appendUUID(b, m.ID)
+		if !history {
+			// Not on a replay: CppComet's client drops a frame whose uuid
+			// it saw in the last minutes, so a page asking for the
+			// history of messages it already received would get nothing.
+			b = appendUUID(b, m.ID)
+		}
 	}
 	if m.Seq > 0 {
 		b = append(b, `,"seq":`...)

@@ -57,7 +57,7 @@ func TestFrames(t *testing.T) {
 		{"message", messageFrame(m), map[string]any{
 			"data": "it's", "event": "ev", "message_send_time": 100.0, "pipe": "web_chat", "user_id": 7.0, "id": "abc", "uuid": "abc", "seq": 3.0}},
 		{"history", historyFrame(m), map[string]any{
-			"data": "it's", "event": "ev", "message_send_time": 100.0, "pipe": "web_chat", "user_id": 7.0, "id": "abc", "uuid": "abc", "seq": 3.0, "history": true}},
+			"data": "it's", "event": "ev", "message_send_time": 100.0, "pipe": "web_chat", "user_id": 7.0, "id": "abc", "seq": 3.0, "history": true}},
 		{"presence", messageFrame(&Message{Kind: KindPresence, Pipe: "user_status_5", Event: "online", Data: "online", Time: 9, ID: "i9"}), map[string]any{
 			"data": "online", "event": "online", "pipe": "user_status_5", "message_send_time": 9.0, "uuid": "i9"}},
 		{"track", messageFrame(&Message{Kind: KindTrack, Pipe: "track_x", Event: "subscription", Time: 9, Member: Member{UserID: 4, UUID: "u1"}}), map[string]any{
