@@ -41,8 +41,8 @@ func TestQueueRemovedOnceWritten(t *testing.T) {
 	ts.hub.SendPrivate(context.Background(), 0, 41, "e", "offline 2")
 	c := ts.dial(userPath(41, "k41"), nil)
 	c.info()
-	expect(t, c.next(), "data", "offline 1", "fromQueue", true, "uuid", "q1")
-	expect(t, c.next(), "data", "offline 2", "fromQueue", true, "uuid", "q2")
+	expect(t, c.next(), "data", "offline 1", "fromQueue", true, "uuid", "q41_1")
+	expect(t, c.next(), "data", "offline 2", "fromQueue", true, "uuid", "q41_2")
 	ts.waitQueueLen(41, 0)
 }
 

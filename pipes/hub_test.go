@@ -506,7 +506,7 @@ func TestQueueKeptUntilFlushed(t *testing.T) {
 		t.Fatal(err)
 	}
 	sink.next(t)
-	expect(t, sink.next(t), "pipe", "msg", "data", "keep me", "fromQueue", true, "uuid", "q1")
+	expect(t, sink.next(t), "pipe", "msg", "data", "keep me", "fromQueue", true, "uuid", "q31_1")
 	s.Close() // lost before the frames were written
 	if q, _ := f.eng.Queue(ctx, 0, 31); len(q) != 1 {
 		t.Fatalf("queue after a connection lost before flushing = %v", q)

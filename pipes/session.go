@@ -120,10 +120,15 @@ func (h *Hub) Open(ctx context.Context, info SessionInfo, sink Sink) (*Session, 
 	}
 
 	s.send(serverInfoFrame(true, info.Key, h.now(), h.cfg.Server))
+	// A queued message's uuid is the same at every delivery, so CppComet's
+	// client drops a repeat (the queue is handed over at least once), and
+	// names the user, as the client remembers uuids across a restart()
+	// that switches users.
 	frames := make([][]byte, len(queue))
+	uq := "q" + strconv.FormatInt(info.UserID, 10) + "_"
 	for i := range queue {
 		q := &queue[i]
-		frames[i] = privateFrame("q"+strconv.FormatInt(q.Index, 10), q.Event, q.Data, q.Time, true)
+		frames[i] = privateFrame(uq+strconv.FormatInt(q.Index, 10), q.Event, q.Data, q.Time, true)
 	}
 	h.private.Add(uint64(len(queue)))
 	// The queue may be more than the transport's outbox holds: it goes out
