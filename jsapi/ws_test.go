@@ -292,7 +292,7 @@ func TestWebPipe(t *testing.T) {
 		expect(t, c.nextOn("web_chat"), "event", "say", "user_id", 3, "data", "{\"text\":\"it's\\nmulti\"}")
 	}
 	expect(t, sender.nextOn("_answer_to_web_chat"), "event", "answer",
-		"data", map[string]any{"message": "{\"text\":\"it's\\nmulti\"}", "number_messages": 2})
+		"data", map[string]any{"message": "{\"text\":\"it's\\nmulti\"}", "number_messages": 2, "error": ""})
 
 	// '@' publishes anonymously.
 	sender.send("web_pipe2\n@web_chat\nsay\n*\nhidden")

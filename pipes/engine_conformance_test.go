@@ -667,7 +667,7 @@ func testWebPublishDelivered(t *testing.T, n *cnode) {
 		t.Fatal(err)
 	}
 	expect(t, so.next(t), "pipe", "web_chat", "event", "say", "data", "hi", "user_id", 12)
-	expect(t, ss.next(t), "pipe", "_answer_to_web_chat", "data", map[string]any{"message": "hi", "number_messages": 1})
+	expect(t, ss.next(t), "pipe", "_answer_to_web_chat", "data", map[string]any{"message": "hi", "number_messages": 1, "error": ""})
 	if got := barrier(t, n, 0, "web_chat", ss); len(got) != 0 {
 		t.Fatalf("sender got its own message: %v", got)
 	}

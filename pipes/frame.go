@@ -219,14 +219,16 @@ func HandshakeErrorFrame(code int, text string, t int64) []byte {
 	return append(b, `,"pipe":"sys"}`...)
 }
 
-// answerFrame is the delivery report sent to a browser publisher.
+// answerFrame is the delivery report sent to a browser publisher. The
+// empty "error" is CppComet's: its documented chat examples show
+// data.error next to the count.
 func answerFrame(pipe, message string, n int, t int64) []byte {
-	b := make([]byte, 0, 128+len(message)+len(pipe))
+	b := make([]byte, 0, 140+len(message)+len(pipe))
 	b = append(b, `{"data":{"message":`...)
 	b = appendString(b, message)
 	b = append(b, `,"number_messages":`...)
 	b = strconv.AppendInt(b, int64(n), 10)
-	b = append(b, `},"event":"answer","message_send_time":`...)
+	b = append(b, `,"error":""},"event":"answer","message_send_time":`...)
 	b = appendInt(b, t)
 	b = append(b, `,"pipe":`...)
 	b = appendString(b, "_answer_to_"+pipe)

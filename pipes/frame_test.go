@@ -77,7 +77,7 @@ func TestFrames(t *testing.T) {
 			"data":  map[string]any{"error": "Error code 418(Invalid request Not assigned client api version)", "error_code": 418.0},
 			"event": "error", "message_send_time": 5.0, "pipe": "sys"}},
 		{"answer", answerFrame("web_x", "m", 3, 5), map[string]any{
-			"data": map[string]any{"message": "m", "number_messages": 3.0}, "event": "answer", "message_send_time": 5.0, "pipe": "_answer_to_web_x"}},
+			"data": map[string]any{"message": "m", "number_messages": 3.0, "error": ""}, "event": "answer", "message_send_time": 5.0, "pipe": "_answer_to_web_x"}},
 		{"count", pipeCountFrame(2, "mk.1", 5), map[string]any{
 			"data": map[string]any{"user_in_pipe": 2.0, "0": "user_in_pipe", "1": 2.0}, "event": "user_in_pipe", "marker": "mk.1",
 			"message_send_time": 5.0, "pipe": "_answer_pipe_count"}},

@@ -378,7 +378,7 @@ func TestWebPublish(t *testing.T) {
 		t.Fatal(err)
 	}
 	expect(t, so.next(t), "pipe", "web_chat", "event", "say", "data", `hi 'there'`, "user_id", 12)
-	expect(t, ss.next(t), "pipe", "_answer_to_web_chat", "event", "answer", "data", map[string]any{"message": `hi 'there'`, "number_messages": 1})
+	expect(t, ss.next(t), "pipe", "_answer_to_web_chat", "event", "answer", "data", map[string]any{"message": `hi 'there'`, "number_messages": 1, "error": ""})
 	ss.none(t)
 	if err := sender.WebPublish(ctx, "@web_chat", "say", "anon"); err != nil {
 		t.Fatal(err)

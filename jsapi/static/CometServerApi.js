@@ -219,7 +219,7 @@
 
     function isSecure() {
         var w = opts.wss;
-        if (w !== undefined && w !== null) { return w === true || w === 1 || w === 'true'; }
+        if (w !== undefined && w !== null) { return !!w && w !== 'false'; }
         return !!(W.location && W.location.protocol === 'https:');
     }
 
@@ -461,9 +461,7 @@
                     logWin[p].until = now() + LOG_WINDOW_MS;
                 }
             }
-            var cbs = startCbs;
-            startCbs = [];
-            for (var i = 0; i < cbs.length; i++) { safeCall(cbs[i]); }
+            runStartCbs();
             return;
         }
 
@@ -786,8 +784,18 @@
         for (var i = 0; i < pend.length; i++) { post({ t: 'cmd', c: pend[i] }); }
     }
 
+    // setConnected records whether the browser's connection is up; a tab
+    // that does not hold it runs its start() callbacks once it is.
     function setConnected(v) {
         tab.connected = !!v;
+        if (tab.connected && tab.leader !== true) { runStartCbs(); }
+    }
+
+    // runStartCbs runs the start() callbacks waiting for a connection.
+    function runStartCbs() {
+        var cbs = startCbs;
+        startCbs = [];
+        for (var i = 0; i < cbs.length; i++) { safeCall(cbs[i]); }
     }
 
     function onBus(m) {
@@ -1656,6 +1664,17 @@
          * web_pipe_send(pipe, event, msg) or web_pipe_send("pipe.event", msg)
          * publishes to a web_* (or webauth_*) pipe; msg is sent as JSON.
          */
+        /**
+         * send_msg sends one raw command line to the server, as the
+         * original's public send_msg does (e.g. "user_status\n12").
+         * Subscriptions are better made with subscription(): a raw
+         * subscription command is replaced by the next pipe list sent.
+         */
+        send_msg: function (text) {
+            if (text === undefined || text === null) { return false; }
+            return routeCmd(String(text));
+        },
+
         web_pipe_send: function (pipe, event, msg) {
             if (msg === undefined) {
                 msg = event;
@@ -1808,6 +1827,160 @@
             }
         });
     }
+
+    // ------------------------------------------------------------------
+    // The tab signal bus of the original client: comet_server_signal(),
+    // window.tabSignal and the _tabSignal constructor. Pages use it to pass
+    // events between their own code and to the browser's other tabs.
+    // ------------------------------------------------------------------
+    function TabSignal(opt) {
+        var self = this;
+        var slots = dict();   // signal -> slot name -> function
+        var memState = dict(); // states when localStorage is unavailable
+        var seq = 0;
+        var chan = null;
+        self.debug = false;
+        self.tabUUID = randStr(16);
+        self.eventKey = (opt && opt.eventKey) || self.tabUUID;
+
+        self.getTabUUID = function () { return self.tabUUID; };
+        self.setEventKey = function (key) {
+            self.eventKey = key;
+            openChannel();
+        };
+        self.getEventKey = function () { return self.eventKey; };
+
+        // connect(signal, fn) or connect(slot, signal, fn); returns the slot.
+        self.connect = function (slot, signal, fn) {
+            if (fn === undefined) {
+                fn = signal;
+                signal = slot;
+                slot = 'sig' + (seq++);
+            }
+            if (typeof fn !== 'function') { return false; }
+            if (!slots[signal]) { slots[signal] = dict(); }
+            slots[signal][slot] = fn;
+            return slot;
+        };
+
+        self.disconnect = function (slot, signal) {
+            if (slots[signal] && slots[signal][slot]) {
+                delete slots[signal][slot];
+                return true;
+            }
+            return false;
+        };
+
+        // emit calls the signal's slots in this tab with (param, signal,
+        // fromOtherTab).
+        self.emit = function (signal, param, fromOtherTab) {
+            var list = slots[signal];
+            if (!list) { return; }
+            for (var k in list) {
+                if (hasOwn.call(list, k)) {
+                    try {
+                        list[k](param, signal, fromOtherTab === true);
+                    } catch (e) {
+                        logErr('error in a tabSignal slot:', e);
+                    }
+                }
+            }
+        };
+        self.send_emit = self.emit; // as the original 4.08: this tab only
+
+        // emitAll emits in this tab and in the browser's other tabs.
+        self.emitAll = function (signal, param) {
+            self.emit(signal, param);
+            var msg = { name: signal, param: param, id: randStr(12) };
+            try {
+                if (chan) {
+                    chan.postMessage(msg);
+                    return true;
+                }
+                return lsSet(self.eventKey, JSON.stringify(msg));
+            } catch (e) {
+                return false;
+            }
+        };
+
+        function stateKey(name) { return 'tabSignal_' + self.eventKey + name; }
+
+        // setState stores a value shared by the tabs; with minTime, a value
+        // another tab wrote less than minTime ms ago is kept instead.
+        self.setState = function (name, value, minTime) {
+            var t = now();
+            var old = readState(name);
+            if (minTime && old && old.time + minTime > t && old.tabUUID !== self.tabUUID) {
+                return false;
+            }
+            var v = JSON.stringify({ time: t, value: value, tabUUID: self.tabUUID });
+            if (!lsSet(stateKey(name), v)) { memState[stateKey(name)] = v; }
+            return true;
+        };
+
+        // getState reads a shared value; with maxTime, only one younger
+        // than maxTime ms.
+        self.getState = function (name, maxTime) {
+            var st = readState(name);
+            if (!st) { return undefined; }
+            if (maxTime && st.time + maxTime <= now()) { return undefined; }
+            return st.value;
+        };
+
+        // intervalUpdateState keeps a state fresh (every minTime/3 ms) so
+        // that other tabs do not overwrite it; returns the interval id.
+        self.intervalUpdateState = function (name, value, minTime) {
+            if (!self.setState(name, value, minTime)) { return undefined; }
+            return W.setInterval(function () { self.setState(name, value, minTime); }, minTime / 3);
+        };
+
+        function readState(name) {
+            var raw = lsGet(stateKey(name)) || memState[stateKey(name)];
+            if (!raw) { return null; }
+            try {
+                var st = JSON.parse(raw);
+                return st && typeof st === 'object' ? st : null;
+            } catch (e) {
+                return null;
+            }
+        }
+
+        function deliver(msg) {
+            if (msg && typeof msg === 'object' && msg.name !== undefined) {
+                self.emit(msg.name, msg.param, true);
+            }
+        }
+
+        function openChannel() {
+            if (chan) {
+                try { chan.close(); } catch (e) { /* closed already */ }
+                chan = null;
+            }
+            if (typeof W.BroadcastChannel === 'function') {
+                try {
+                    chan = new W.BroadcastChannel('cometql-tabsignal:' + self.eventKey);
+                    chan.onmessage = function (e) { deliver(e && e.data); };
+                } catch (e) {
+                    chan = null;
+                }
+            }
+        }
+        openChannel();
+        if (W.addEventListener) {
+            W.addEventListener('storage', function (e) {
+                if (!chan && e && e.key === self.eventKey && e.newValue) {
+                    try {
+                        deliver(JSON.parse(e.newValue));
+                    } catch (err) { /* not ours */ }
+                }
+            });
+        }
+    }
+
+    if (!W._tabSignal) { W._tabSignal = TabSignal; }
+    if (!W.tabSignal) { W.tabSignal = new W._tabSignal({ eventKey: 'tabSignal_storage_emit' }); }
+    if (!W.comet_server_signal) { W.comet_server_signal = function () { return W.tabSignal; }; }
+    api.tabSignal = new TabSignal();
 
     W.cometApi = api;
     W.CometServer = function () { return api; };

@@ -1018,3 +1018,81 @@ test('a crashed follower is dropped from the pipe list after missed roll calls',
   assert.equal(ws.sent.at(-1), 'subscription');
   assert.equal(a.api.isMaster(), true);
 });
+
+test("the original's tab signal bus: comet_server_signal(), tabSignal, _tabSignal", async (t) => {
+  const b = new Browser();
+  const a = b.tab();
+  const c = b.tab({ noBroadcastChannel: true });
+  const d = b.tab({ noBroadcastChannel: true });
+  await t.test('globals', () => {
+    assert.equal(typeof a.win._tabSignal, 'function');
+    assert.equal(a.win.comet_server_signal(), a.win.tabSignal);
+    assert.equal(a.win.tabSignal.getEventKey(), 'tabSignal_storage_emit');
+    assert.equal(typeof a.api.tabSignal.connect, 'function');
+    assert.notEqual(a.api.tabSignal, a.win.tabSignal);
+  });
+  await t.test('connect, emit, send_emit (this tab only), disconnect', async () => {
+    const got = [];
+    const slot = a.win.comet_server_signal().connect('AddToChat', (p, name, other) => got.push([p.text, name, other]));
+    a.win.comet_server_signal().connect('mySlot', 'AddToChat', (p) => got.push(['slot', p.text]));
+    a.win.comet_server_signal().send_emit('AddToChat', { text: 'hi' });
+    await b.flush();
+    assert.deepEqual(got, [['hi', 'AddToChat', false], ['slot', 'hi']]);
+    assert.equal(a.win.tabSignal.disconnect(slot, 'AddToChat'), true);
+    assert.equal(a.win.tabSignal.disconnect(slot, 'AddToChat'), false);
+    a.win.tabSignal.emit('AddToChat', { text: 'again' });
+    assert.deepEqual(got.at(-1), ['slot', 'again']);
+    assert.equal(got.length, 3);
+  });
+  await t.test('emitAll reaches the other tabs (over localStorage without BroadcastChannel)', async () => {
+    const inC = [];
+    const inD = [];
+    c.win.tabSignal.connect('ping', (p, name, other) => inC.push([p.n, other]));
+    d.win.tabSignal.connect('ping', (p, name, other) => inD.push([p.n, other]));
+    assert.equal(c.win.tabSignal.emitAll('ping', { n: 1 }), true);
+    await b.flush();
+    assert.deepEqual(inC, [[1, false]]);
+    assert.deepEqual(inD, [[1, true]]);
+  });
+  await t.test('shared state with ages', () => {
+    const s1 = c.win.tabSignal;
+    const s2 = d.win.tabSignal;
+    assert.equal(s1.setState('who', 'c', 1000), true);
+    assert.equal(s2.getState('who'), 'c');
+    assert.equal(s2.setState('who', 'd', 1000), false, 'a fresh value of another tab is kept');
+    b.clock.advance(1500);
+    assert.equal(s2.getState('who', 1000), undefined, 'too old');
+    assert.equal(s2.setState('who', 'd', 1000), true);
+    assert.equal(s1.getState('who', 1000), 'd');
+  });
+});
+
+test('send_msg sends a raw command; wss accepts any truthy value', async () => {
+  const { api, ws } = alone();
+  assert.equal(api.send_msg('user_status\n12'), true);
+  assert.equal(ws.sent.at(-1), 'user_status\n12');
+  assert.equal(api.send_msg(undefined), false);
+  for (const [wss, scheme] of [['1', 'wss'], ['yes', 'wss'], [1, 'wss'], [0, 'ws'], ['false', 'ws'], ['', 'ws']]) {
+    const r = alone({ wss }, { open: false });
+    assert.equal(r.ws.url.split(':')[0], scheme, `wss: ${JSON.stringify(wss)}`);
+  }
+});
+
+test('start callbacks run in every tab, also in a tab that joins a connected one', async () => {
+  const b = new Browser();
+  const a = b.tab();
+  const calls = [];
+  a.api.start({ dev_id: 1, user_id: 2, user_key: 'K' }, () => calls.push('a'));
+  await b.flush(1000);
+  const ws = b.lastSocket();
+  ws.serverOpen();
+  ws.serverSend(INFO_OK);
+  await b.flush(100);
+  assert.deepEqual(calls, ['a']);
+  const c = b.tab();
+  c.api.start({ dev_id: 1, user_id: 2, user_key: 'K' }, () => calls.push('c'));
+  await b.flush(1000);
+  assert.equal(c.api.isMaster(), false);
+  assert.equal(b.openSockets().length, 1);
+  assert.deepEqual(calls, ['a', 'c']);
+});
