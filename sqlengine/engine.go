@@ -175,6 +175,15 @@ func (s *Session) parse(query string) (stmts []ast.StmtNode, err error) {
 	}
 	stmts, _, err = s.p.ParseSQL(query)
 	if err != nil {
+		// CppComet's spellings MySQL refuses (see compatRewrite); the
+		// error stays the one about the query as sent.
+		if alt, ok := compatRewrite(query); ok {
+			if altStmts, _, altErr := s.p.ParseSQL(alt); altErr == nil {
+				stmts, err = altStmts, nil
+			}
+		}
+	}
+	if err != nil {
 		return nil, errSyntax(syntaxDetail(err))
 	}
 	if len(stmts) == 0 {

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"runtime"
+	"strings"
 	"testing"
 	"time"
 
@@ -110,6 +111,37 @@ func FuzzExecute(f *testing.F) {
 			}
 			_, err = s.ExecuteStmt(ctx, st, a)
 			check(t, q, err)
+		}
+	})
+}
+
+// FuzzCompatRewrite: the rewrite of CppComet's spellings never panics,
+// changes a query only by adding backquotes around names it reports, and
+// leaves a query it did not change byte for byte.
+func FuzzCompatRewrite(f *testing.F) {
+	for _, s := range []string{
+		`insert into pipes_settings ("name", "length") values ('p10', 10)`,
+		`select name, index, event from pipes_messages where name='p'`,
+		"replace into t (index, 'a') values (1, 'x'); -- index\n",
+		`insert into t ("a`, "/* unterminated", `select "x\"index" # index`,
+	} {
+		f.Add(s)
+	}
+	f.Fuzz(func(t *testing.T, q string) {
+		out, changed := compatRewrite(q)
+		if !changed {
+			if out != q {
+				t.Fatalf("unchanged but different: %q -> %q", q, out)
+			}
+			return
+		}
+		// Removing every backquote the rewrite may have added, and the
+		// quotes it replaced, gives back the same text.
+		strip := func(s string) string {
+			return strings.NewReplacer("`", "", `"`, "", "'", "").Replace(s)
+		}
+		if strip(out) != strip(q) || len(out) < len(q) {
+			t.Fatalf("rewrite changed more than quoting: %q -> %q", q, out)
 		}
 	})
 }
