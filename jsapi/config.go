@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"math"
+	"net"
 	"net/netip"
 	"os"
 	"runtime"
@@ -18,8 +19,10 @@ import (
 // Config configures the browser front end. A zero field takes the default
 // its comment names; New validates the rest.
 type Config struct {
-	// AllowedOrigins lists the page origins (scheme://host[:port]) that may
-	// open WebSockets and long-poll sessions; "*" allows any origin. Empty
+	// AllowedOrigins lists the page origins (scheme://host[:port], or a
+	// host[:port] for that host under any scheme and, without a port, any
+	// port, as comet.ini's [ws] host) that may open WebSockets and
+	// long-poll sessions; "*" allows any origin. Empty
 	// means ["*"], CppComet's behaviour. Requests without an Origin header
 	// (non-browser clients) are allowed.
 	AllowedOrigins []string
@@ -201,24 +204,29 @@ func (c *Config) setDefaults() {
 	}
 }
 
-// originPolicy decides which page origins may connect.
+// originPolicy decides which page origins may connect: exact origins
+// (scheme://host[:port]) and, as CppComet's comet.ini lists them, host
+// names (any scheme; any port unless one is given).
 type originPolicy struct {
 	any     bool
-	allowed map[string]struct{}
+	allowed map[string]struct{} // scheme://host[:port]
+	hosts   map[string]struct{} // host or host:port
 }
 
 func newOriginPolicy(list []string) (originPolicy, error) {
-	p := originPolicy{allowed: make(map[string]struct{}, len(list))}
+	p := originPolicy{allowed: make(map[string]struct{}, len(list)), hosts: make(map[string]struct{})}
 	for _, o := range list {
-		o = strings.TrimSpace(o)
+		o = strings.ToLower(strings.TrimRight(strings.TrimSpace(o), "/"))
 		switch {
 		case o == "*":
 			p.any = true
 		case o == "":
-		case !strings.Contains(o, "://"):
-			return p, fmt.Errorf("jsapi: allowed origin %q: want scheme://host[:port] or *", o)
+		case strings.Contains(o, "://"):
+			p.allowed[o] = struct{}{}
+		case strings.ContainsAny(o, "/?#@ \t") || strings.HasPrefix(o, ":"):
+			return p, fmt.Errorf("jsapi: allowed origin %q: want scheme://host[:port], host[:port] or *", o)
 		default:
-			p.allowed[strings.ToLower(strings.TrimRight(o, "/"))] = struct{}{}
+			p.hosts[o] = struct{}{}
 		}
 	}
 	return p, nil
@@ -230,7 +238,25 @@ func (p originPolicy) allows(origin string) bool {
 	if origin == "" || p.any {
 		return true
 	}
-	_, ok := p.allowed[strings.ToLower(origin)]
+	origin = strings.ToLower(origin)
+	if _, ok := p.allowed[origin]; ok {
+		return true
+	}
+	if len(p.hosts) == 0 {
+		return false
+	}
+	_, hostPort, ok := strings.Cut(origin, "://")
+	if !ok {
+		return false
+	}
+	if _, ok := p.hosts[hostPort]; ok {
+		return true
+	}
+	host := hostPort
+	if h, _, err := net.SplitHostPort(hostPort); err == nil {
+		host = h
+	}
+	_, ok = p.hosts[host]
 	return ok
 }
 

@@ -381,3 +381,42 @@ func TestAcceptBacksOffWithoutFDs(t *testing.T) {
 		t.Fatal("the backoff wait outlived Close")
 	}
 }
+
+// The origin allow-list takes exact origins and, as comet.ini's [ws] host
+// lists them, host names (any scheme; any port unless one is given).
+func TestOriginPolicy(t *testing.T) {
+	p, err := newOriginPolicy([]string{"https://a.example", "Example.com", "www.example.com:8080", ""})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for origin, want := range map[string]bool{
+		"":                             true,
+		"https://a.example":            true,
+		"http://a.example":             false,
+		"https://a.example:8443":       false,
+		"http://example.com":           true,
+		"https://EXAMPLE.com:8443":     true,
+		"https://www.example.com:8080": true,
+		"https://www.example.com":      false,
+		"https://evil.example.com":     false,
+		"https://example.com.evil":     false,
+		"null":                         false,
+	} {
+		if got := p.allows(origin); got != want {
+			t.Errorf("allows(%q) = %v, want %v", origin, got, want)
+		}
+	}
+	for _, bad := range []string{"example.com/path", ":8080", "a b"} {
+		if _, err := newOriginPolicy([]string{bad}); err == nil {
+			t.Errorf("%q accepted", bad)
+		}
+	}
+	// Over a real connection.
+	ts := newTestServer(t, Config{AllowedOrigins: []string{"example.com"}}, pipes.Config{})
+	if _, err := ts.tryDial(anonPath(), http.Header{"Origin": {"https://example.com"}}); err != nil {
+		t.Fatalf("allowed host refused: %v", err)
+	}
+	if _, err := ts.tryDial(anonPath(), http.Header{"Origin": {"https://other.example"}}); err == nil {
+		t.Fatal("another origin accepted")
+	}
+}

@@ -184,7 +184,7 @@ func TestMariaDBCLI(t *testing.T) {
 	bin := mariadbCLI(t)
 	ts := startServer(t, mysqlproto.Config{})
 	out, errOut, code := cli(t, bin, ts, "root", rootPassword, nil, "show tables")
-	if code != 0 || !strings.Contains(out, "Tables_in_CometQL_v1\npipes_messages\npipes\n") || !strings.Contains(out, "revoked_tokens") {
+	if code != 0 || !strings.Contains(out, "Tables\npipes_messages\npipes\n") || !strings.Contains(out, "revoked_tokens") {
 		t.Fatalf("show tables: code %d\n%s\n%s", code, out, errOut)
 	}
 	_, errOut, code = cli(t, bin, ts, "root", rootPassword, nil,

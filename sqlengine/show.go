@@ -27,7 +27,9 @@ func showSchema(st *showStmt) []Column {
 	case showDatabases:
 		return []Column{vc("Database", 64)}
 	case showTables:
-		cols := []Column{vc("Tables_in_"+DatabaseName, 64)}
+		// CppComet's column name ("Tables"), which backends written for
+		// it read, rather than MySQL's Tables_in_<database>.
+		cols := []Column{vc("Tables", 64)}
 		if st.full {
 			cols = append(cols, vc("Table_type", 64))
 		}

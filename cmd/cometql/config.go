@@ -54,13 +54,14 @@ func newOptions(stderr io.Writer) *options {
 	fs.StringVar(&c.Sync, "sync", c.Sync, "when durable writes (history, offline queues, users_*) are acknowledged: normal (once committed: survives kill -9 of the server, not a power loss or OS crash) or full (after an fsync: survives those too; slower)")
 	fs.StringVar(&c.Password, "password", c.Password, "CometQL password (user root) and JWT secret base; generated, saved in the data directory and printed when unset")
 	fs.StringVar(&o.configPath, "config", "", "config file (INI; CppComet's comet.ini is accepted)")
+	fs.StringVar(&o.configPath, "conf", "", "the same as --config (CppComet's name for it)")
 	fs.StringVar(&c.NodeName, "node-name", c.NodeName, "node name shown in /info and SHOW STATUS")
 	fs.StringVar(&c.RedisURL, "redis", c.RedisURL, "Redis URL for cluster mode, e.g. redis://127.0.0.1:6379/0")
 	fs.StringVar(&c.LogLevel, "log-level", c.LogLevel, "log level: debug, info, warn, error")
 	fs.StringVar(&c.LogFormat, "log-format", c.LogFormat, "log format: text or json")
 	fs.StringVar(&c.TLSCert, "tls-cert", c.TLSCert, "PEM certificate file: enables TLS on both ports (wss and MySQL TLS)")
 	fs.StringVar(&c.TLSKey, "tls-key", c.TLSKey, "PEM private key file for --tls-cert")
-	fs.Var((*stringList)(&c.AllowedOrigins), "allowed-origins", "browser origins allowed to connect, comma-separated (default *: all)")
+	fs.Var((*stringList)(&c.AllowedOrigins), "allowed-origins", "browser origins allowed to connect, comma-separated: scheme://host[:port], or a host[:port] for that host under any scheme (and any port when none is given), as comet.ini's [ws] host lists them (default *: all)")
 	fs.Var((*stringList)(&c.TrustedProxies), "trusted-proxies", "CIDRs of proxies whose X-Forwarded-For/X-Real-IP is trusted, comma-separated")
 	fs.Var(&o.tenantPw, "tenant-password", "per-tenant CometQL password as DEV=PASSWORD (repeatable; tenants without one use --password)")
 	fs.IntVar(&c.MaxMessageBytes, "max-message-bytes", c.MaxMessageBytes, "largest message text, in bytes")
@@ -149,7 +150,7 @@ func (o *options) parse(args []string, getenv func(string) string) error {
 func (o *options) names() []string {
 	var names []string
 	o.fs.VisitAll(func(f *flag.Flag) {
-		if f.Name != "config" && f.Name != "version" {
+		if f.Name != "config" && f.Name != "conf" && f.Name != "version" {
 			names = append(names, f.Name)
 		}
 	})
@@ -208,7 +209,7 @@ func loadConfigFile(path string) (map[string]string, error) {
 	var unknown []string
 	for _, k := range f.Section(ini.DefaultSection).Keys() {
 		name := strings.ReplaceAll(strings.ToLower(k.Name()), "_", "-")
-		if !known[name] || name == "config" || name == "version" {
+		if !known[name] || name == "config" || name == "conf" || name == "version" {
 			unknown = append(unknown, k.Name())
 			continue
 		}

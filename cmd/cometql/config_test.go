@@ -75,6 +75,16 @@ cometql = []Server=127.0.0.1,Port=3321
 	if !reflect.DeepEqual(c.AllowedOrigins, []string{"https://a.example", "https://b.example"}) {
 		t.Fatalf("origins = %q", c.AllowedOrigins)
 	}
+
+	// CppComet's flag name, and [ws] host as its documentation writes it:
+	// host names.
+	o, err = parseWith(t, []string{"--conf", writeFile(t, "hosts.ini", "[ws]\nhost = example.com,www.example.com:8080\n")}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !reflect.DeepEqual(o.cfg.AllowedOrigins, []string{"example.com", "www.example.com:8080"}) {
+		t.Fatalf("origins from host names = %q", o.cfg.AllowedOrigins)
+	}
 }
 
 func TestConfigErrors(t *testing.T) {
