@@ -1561,7 +1561,11 @@
                 var key = opts.user_key;
                 var scope = tab.scope;
                 mergeOpts(opt);
-                return scopeOf() === scope && opts.user_key === key ? true : api.restart();
+                if (scopeOf() === scope && opts.user_key === key) {
+                    if (tab.connected) { runStartCbs(); } // connected already: now
+                    return true;
+                }
+                return api.restart();
             }
             mergeOpts(opt);
             tab.started = true;

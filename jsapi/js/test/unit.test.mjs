@@ -1095,4 +1095,8 @@ test('start callbacks run in every tab, also in a tab that joins a connected one
   assert.equal(c.api.isMaster(), false);
   assert.equal(b.openSockets().length, 1);
   assert.deepEqual(calls, ['a', 'c']);
+  a.api.start({ dev_id: 1, user_id: 2, user_key: 'K' }, () => calls.push('a again'));
+  await b.flush();
+  assert.deepEqual(calls, ['a', 'c', 'a again'], 'start() once connected runs the callback at once');
+  assert.equal(b.openSockets().length, 1);
 });

@@ -128,3 +128,33 @@ test('web_pipe_send from one tab reaches the other tab of the browser and anothe
     assert.deepEqual((await events(t, pipe)).map((e) => e.data.n), want, 'each message once, never back to its sender');
   }
 });
+
+test("the original's tab signal bus and start() callbacks work in every tab", { timeout: T }, async () => {
+  const c = await ctx.make();
+  // A page written for CppComet: start(opt, callback), then
+  // comet_server_signal() between its own code and the other tabs.
+  const setup = () => {
+    window.__started = 0;
+    window.__signals = [];
+    comet_server_signal().connect('AddToChat', (p, name, other) => window.__signals.push([p.text, name, other]));
+  };
+  const t1 = await openClient(c, { name: 'sig1' });
+  await t1.evaluate(setup);
+  await waitConnected(t1);
+  // start() again once connected: the callback runs at once.
+  await t1.evaluate(() => cometApi.start({}, () => { window.__started++; }));
+  const t2 = await openClient(c, { name: 'sig2' });
+  await t2.evaluate(setup);
+  await t2.evaluate(() => cometApi.start({}, () => { window.__started++; }));
+  await waitConnected(t2);
+  for (const t of [t1, t2]) {
+    await until(async () => (await t.evaluate(() => window.__started)) >= 1, 'the start callback', 10_000);
+  }
+  assert.deepEqual(await Promise.all([t1, t2].map((t) => t.evaluate(() => cometApi.isMaster()))).then((m) => m.sort()), [false, true]);
+
+  await t1.evaluate(() => comet_server_signal().send_emit('AddToChat', { text: 'here only' }));
+  await t1.evaluate(() => comet_server_signal().emitAll('AddToChat', { text: 'everywhere' }));
+  await until(async () => (await t2.evaluate(() => window.__signals.length)) >= 1, 'the signal in the other tab', 10_000);
+  assert.deepEqual(await t1.evaluate(() => window.__signals), [['here only', 'AddToChat', false], ['everywhere', 'AddToChat', false]]);
+  assert.deepEqual(await t2.evaluate(() => window.__signals), [['everywhere', 'AddToChat', true]]);
+});
