@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -540,5 +541,91 @@ func waitQueueEmpty(t *testing.T, eng pipes.Engine, dev, user int64) {
 			t.Fatalf("queue of user %d still holds %v", user, q)
 		}
 		time.Sleep(10 * time.Millisecond)
+	}
+}
+
+// limitedSink is a flushSink with outbox caps: replies longer than a
+// quarter of them are paced.
+type limitedSink struct {
+	*flushSink
+	maxFrames, maxBytes int
+}
+
+func (s *limitedSink) OutboxLimits() (int, int) { return s.maxFrames, s.maxBytes }
+
+// TestPacedReplies: a long pipe_log reply goes out a quarter of the outbox
+// at a time, each chunk after the previous one was flushed; a reply asked
+// for after it waits for it, a published message does not; what would
+// wait beyond the outbox caps closes the connection instead.
+func TestPacedReplies(t *testing.T) {
+	ctx := context.Background()
+	f := openFixture(t, t.TempDir(), pipes.Config{})
+	if err := f.eng.SetLogLength(ctx, 0, "logged", 100); err != nil {
+		t.Fatal(err)
+	}
+	for i := range 10 {
+		if _, err := f.hub.Publish(ctx, 0, "logged", "ev", fmt.Sprint("h", i)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	sink := &limitedSink{flushSink: &flushSink{chanSink: newSink()}, maxFrames: 16, maxBytes: 1 << 20}
+	s, err := f.hub.Open(ctx, pipes.SessionInfo{}, sink)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	sink.next(t) // serverInfo
+	subscribe(t, s, "live")
+	if err := s.PipeLog(ctx, "logged", "", 0); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.PipeCount(ctx, "web_x", "m.1"); err != nil {
+		t.Fatal(err)
+	}
+	f.hub.Publish(ctx, 0, "live", "ev", "not held back")
+	var got []string
+	live := -1
+	for len(got) < 11 {
+		m := sink.next(t)
+		if m["pipe"] == "live" {
+			live = len(got)
+			continue
+		}
+		if m["marker"] == "m.1" {
+			got = append(got, "count")
+		} else {
+			got = append(got, m["data"].(string))
+		}
+		if len(got)%4 == 0 {
+			// A chunk: nothing more until it is flushed, but for the
+			// published message.
+			for stop := false; !stop; {
+				select {
+				case f := <-sink.frames:
+					if !strings.Contains(string(f), `"pipe":"live"`) {
+						t.Fatalf("a reply before the chunk was flushed: %s", f)
+					}
+					live = len(got)
+				case <-time.After(50 * time.Millisecond):
+					stop = true
+				}
+			}
+			sink.flush()
+		}
+	}
+	if want := "h0 h1 h2 h3 h4 h5 h6 h7 h8 h9 count"; strings.Join(got, " ") != want {
+		t.Fatalf("replies in order %q, want %q", strings.Join(got, " "), want)
+	}
+	if live < 0 || live > 4 {
+		t.Fatalf("the published message came after %d replies: held back", live)
+	}
+	// A browser that keeps asking while not reading: past the caps, closed.
+	for range 3 {
+		s.PipeLog(ctx, "logged", "", 0)
+	}
+	select {
+	case <-sink.closed:
+	case <-time.After(5 * time.Second):
+		t.Fatal("not closed with more waiting than the outbox holds")
 	}
 }

@@ -66,6 +66,8 @@ type Session struct {
 	pmu     sync.Mutex // guards opening and pending
 	opening bool
 	pending [][]byte // private frames received while opening
+
+	pace pacer // orders paced replies (sendPaced)
 }
 
 // Open registers a browser session. It sends the serverInfo frame and, for an
@@ -174,43 +176,178 @@ type OutboxLimiter interface {
 // with the number of frames sent so far; done (may be nil) once all are
 // sent. If the transport closes first, neither is called again. A sink
 // without both interfaces gets every frame at once.
+//
+// Paced replies and the replies sent after them (send) leave in the order
+// the commands ran: a reply queued behind a paced one waits for it (a
+// page's marker request after pipe_log must not overtake the replay).
+// Messages published to the session's pipes do not wait.
 func (s *Session) sendPaced(frames [][]byte, sent func(end int), done func()) {
-	fn, notifies := s.sink.(FlushNotifier)
-	lim, limited := s.sink.(OutboxLimiter)
-	if !notifies || !limited {
-		for _, f := range frames {
-			s.sink.Send(f)
-		}
-		if sent != nil && len(frames) > 0 {
-			sent(len(frames))
-		}
-		if done != nil {
-			done()
-		}
+	job := pacedJob{frames: frames, sent: sent, done: done}
+	s.pace.mu.Lock()
+	if s.pace.active {
+		s.waitLocked(job)
 		return
 	}
-	maxFrames, maxBytes := lim.OutboxLimits()
-	maxFrames, maxBytes = max(maxFrames/4, 1), maxBytes/4
-	var next func(start int)
-	next = func(start int) {
-		end, n := start, 0
-		for end < len(frames) && (end == start || (end-start < maxFrames && n+len(frames[end]) <= maxBytes)) {
-			n += len(frames[end])
-			s.sink.Send(frames[end])
-			end++
-		}
-		if end > start && sent != nil {
-			sent(end)
-		}
-		if end == len(frames) {
-			if done != nil {
-				done()
-			}
+	s.pace.active = true
+	s.pace.mu.Unlock()
+	s.runPaced(job)
+}
+
+// waitLocked queues job behind the paced reply being sent and unlocks
+// s.pace.mu. What waits is capped as the outbox is: a browser that asks
+// for more than that while not reading is closed, as an overflowing
+// outbox would close it.
+func (s *Session) waitLocked(job pacedJob) {
+	n := 0
+	for _, f := range job.frames {
+		n += len(f)
+	}
+	if lim, ok := s.sink.(OutboxLimiter); ok {
+		maxFrames, maxBytes := lim.OutboxLimits()
+		if s.pace.waitFrames+len(job.frames) > maxFrames || s.pace.waitBytes+n > maxBytes {
+			s.pace.mu.Unlock()
+			s.hub.log.Debug("replies waiting behind a paced reply over the outbox caps: closing the connection",
+				"dev", s.info.DevID, "ip", s.info.IP)
+			s.sink.Close()
 			return
 		}
-		fn.AfterFlush(func() { next(end) })
 	}
-	next(0)
+	s.pace.waiting = append(s.pace.waiting, job)
+	s.pace.waitFrames += len(job.frames)
+	s.pace.waitBytes += n
+	s.pace.mu.Unlock()
+}
+
+// pacer orders a session's paced replies and the replies behind them.
+type pacer struct {
+	mu      sync.Mutex
+	active  bool       // a paced reply is being sent
+	waiting []pacedJob // replies behind it, in order
+	// the frames and bytes in waiting
+	waitFrames, waitBytes int
+}
+
+type pacedJob struct {
+	frames [][]byte
+	sent   func(end int)
+	done   func()
+}
+
+// runPaced sends job, then the replies that queued up behind it; when a
+// chunk must wait for a flush, the flush's callback carries on.
+func (s *Session) runPaced(job pacedJob) {
+	for {
+		if !s.sendChunks(job, 0) {
+			return
+		}
+		var ok bool
+		if job, ok = s.nextPaced(); !ok {
+			return
+		}
+	}
+}
+
+// nextPaced takes the next waiting reply, or ends the paced state.
+func (s *Session) nextPaced() (pacedJob, bool) {
+	s.pace.mu.Lock()
+	defer s.pace.mu.Unlock()
+	if len(s.pace.waiting) == 0 {
+		s.pace.active = false
+		s.pace.waiting, s.pace.waitFrames, s.pace.waitBytes = nil, 0, 0
+		return pacedJob{}, false
+	}
+	job := s.pace.waiting[0]
+	s.pace.waiting = s.pace.waiting[1:]
+	s.pace.waitFrames -= len(job.frames)
+	for _, f := range job.frames {
+		s.pace.waitBytes -= len(f)
+	}
+	return job, true
+}
+
+// sendChunks sends job's frames from start. It reports true when all are
+// sent (done called); false when the rest waits for a flush, whose
+// callback then finishes job and runs the replies behind it.
+func (s *Session) sendChunks(job pacedJob, start int) bool {
+	fn, notifies := s.sink.(FlushNotifier)
+	lim, limited := s.sink.(OutboxLimiter)
+	maxFrames, maxBytes := 0, 0
+	if limited {
+		maxFrames, maxBytes = lim.OutboxLimits()
+		maxFrames, maxBytes = max(maxFrames/4, 1), maxBytes/4
+	}
+	paced := notifies && limited
+	for {
+		end, n := start, 0
+		for end < len(job.frames) && (end == start || !paced ||
+			(end-start < maxFrames && n+len(job.frames[end]) <= maxBytes)) {
+			n += len(job.frames[end])
+			s.sink.Send(job.frames[end])
+			end++
+		}
+		if end > start && job.sent != nil {
+			job.sent(end)
+		}
+		if end == len(job.frames) {
+			if job.done != nil {
+				job.done()
+			}
+			return true
+		}
+		// Wait for the flush. A callback run during AfterFlush itself
+		// (nothing was left to write) continues this loop instead of
+		// nesting a call per chunk.
+		w := &flushWait{registering: true}
+		fn.AfterFlush(func() {
+			if w.fired() {
+				return
+			}
+			if s.sendChunks(job, end) {
+				s.runPacedRest()
+			}
+		})
+		if !w.registered() {
+			return false
+		}
+		start = end
+	}
+}
+
+// runPacedRest runs the replies waiting behind a paced reply that a flush
+// callback finished.
+func (s *Session) runPacedRest() {
+	if job, ok := s.nextPaced(); ok {
+		s.runPaced(job)
+	}
+}
+
+// flushWait tells an AfterFlush callback run while AfterFlush was being
+// called (inline) from one run later.
+type flushWait struct {
+	mu          sync.Mutex
+	registering bool
+	inline      bool
+}
+
+// fired is called by the callback: true when it ran inline (the caller
+// carries on instead).
+func (w *flushWait) fired() bool {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	if w.registering {
+		w.inline = true
+		return true
+	}
+	return false
+}
+
+// registered ends the registration: false when the callback will carry
+// on, true when it already ran inline.
+func (w *flushWait) registered() bool {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	w.registering = false
+	return w.inline
 }
 
 // ackQueue removes the delivered offline queue up to index once the frames
@@ -248,7 +385,17 @@ func (s *Session) Pipes() []string {
 	return append([]string(nil), s.subs...)
 }
 
-func (s *Session) send(frame []byte) { s.sink.Send(frame) }
+// send sends a frame answering the browser (or the server's own, such as
+// serverInfo): at once, or after the paced reply being sent (sendPaced).
+func (s *Session) send(frame []byte) {
+	s.pace.mu.Lock()
+	if s.pace.active {
+		s.waitLocked(pacedJob{frames: [][]byte{frame}})
+		return
+	}
+	s.pace.mu.Unlock()
+	s.sink.Send(frame)
+}
 
 func (s *Session) sendPrivate(frame []byte) {
 	s.pmu.Lock()
