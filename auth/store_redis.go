@@ -89,10 +89,8 @@ func (s *RedisStore) ctx(ctx context.Context) (context.Context, context.CancelFu
 // deletion's count can differ: 0 when the first attempt had deleted.
 func (s *RedisStore) do(ctx context.Context, cmd rueidis.Completed) rueidis.RedisResult {
 	res := s.client.Do(ctx, cmd.Pin())
-	if err := res.Error(); err != nil && ctx.Err() == nil && !rueidis.IsRedisNil(err) {
-		if _, isReply := rueidis.IsRedisErr(err); !isReply {
-			res = s.client.Do(ctx, cmd)
-		}
+	if redisopt.IsConnError(res.Error()) && ctx.Err() == nil {
+		res = s.client.Do(ctx, cmd)
 	}
 	return res
 }

@@ -33,8 +33,8 @@ type wsConn struct {
 	// socket, with epoll loops) the socket left Go's poller at the
 	// upgrade and fd is its descriptor: reads, writes and the closing
 	// happen on fd, and nc is only closed at the end (for its listener's
-	// bookkeeping; nil when there is none to do). Otherwise (TLS, other systems) a goroutine reads nc and
-	// flush writes it.
+	// bookkeeping; nil when there is none to do). Otherwise (TLS, other
+	// systems) a goroutine reads nc and flush writes it.
 	nc net.Conn
 	fd sockFD
 	ip string

@@ -385,11 +385,7 @@ func (e *RedisEngine) fail(op string, err error) error {
 // isConnError reports whether err means Redis was not reached or did not
 // answer in time (as opposed to Redis answering with an error).
 func isConnError(err error) bool {
-	if err == nil || errors.Is(err, errBadPayload) {
-		return false
-	}
-	_, isReply := rueidis.IsRedisErr(err)
-	return !isReply
+	return !errors.Is(err, errBadPayload) && redisopt.IsConnError(err)
 }
 
 // Key and channel names. Tenant data lives under <prefix>:d<dev>:.

@@ -182,7 +182,7 @@ type OutboxLimiter interface {
 // page's marker request after pipe_log must not overtake the replay).
 // Messages published to the session's pipes do not wait.
 func (s *Session) sendPaced(frames [][]byte, sent func(end int), done func()) {
-	job := pacedJob{frames: frames, sent: sent, done: done}
+	job := newPacedJob(frames, sent, done)
 	s.pace.mu.Lock()
 	if s.pace.active {
 		s.waitLocked(job)
@@ -198,13 +198,9 @@ func (s *Session) sendPaced(frames [][]byte, sent func(end int), done func()) {
 // for more than that while not reading is closed, as an overflowing
 // outbox would close it.
 func (s *Session) waitLocked(job pacedJob) {
-	n := 0
-	for _, f := range job.frames {
-		n += len(f)
-	}
 	if lim, ok := s.sink.(OutboxLimiter); ok {
 		maxFrames, maxBytes := lim.OutboxLimits()
-		if s.pace.waitFrames+len(job.frames) > maxFrames || s.pace.waitBytes+n > maxBytes {
+		if s.pace.waitFrames+len(job.frames) > maxFrames || s.pace.waitBytes+job.bytes > maxBytes {
 			s.pace.mu.Unlock()
 			s.hub.log.Debug("replies waiting behind a paced reply over the outbox caps: closing the connection",
 				"dev", s.info.DevID, "ip", s.info.IP)
@@ -214,7 +210,7 @@ func (s *Session) waitLocked(job pacedJob) {
 	}
 	s.pace.waiting = append(s.pace.waiting, job)
 	s.pace.waitFrames += len(job.frames)
-	s.pace.waitBytes += n
+	s.pace.waitBytes += job.bytes
 	s.pace.mu.Unlock()
 }
 
@@ -229,8 +225,17 @@ type pacer struct {
 
 type pacedJob struct {
 	frames [][]byte
+	bytes  int // of frames
 	sent   func(end int)
 	done   func()
+}
+
+func newPacedJob(frames [][]byte, sent func(end int), done func()) pacedJob {
+	n := 0
+	for _, f := range frames {
+		n += len(f)
+	}
+	return pacedJob{frames: frames, bytes: n, sent: sent, done: done}
 }
 
 // runPaced sends job, then the replies that queued up behind it; when a
@@ -259,9 +264,7 @@ func (s *Session) nextPaced() (pacedJob, bool) {
 	job := s.pace.waiting[0]
 	s.pace.waiting = s.pace.waiting[1:]
 	s.pace.waitFrames -= len(job.frames)
-	for _, f := range job.frames {
-		s.pace.waitBytes -= len(f)
-	}
+	s.pace.waitBytes -= job.bytes
 	return job, true
 }
 
@@ -390,7 +393,7 @@ func (s *Session) Pipes() []string {
 func (s *Session) send(frame []byte) {
 	s.pace.mu.Lock()
 	if s.pace.active {
-		s.waitLocked(pacedJob{frames: [][]byte{frame}})
+		s.waitLocked(pacedJob{frames: [][]byte{frame}, bytes: len(frame)})
 		return
 	}
 	s.pace.mu.Unlock()

@@ -105,9 +105,9 @@ func scanTokens(q string) []token {
 			}
 			toks = append(toks, token{kind: kind, start: i, end: end})
 			i = end
-		case isWordByte(c):
+		case isIdentByte(c):
 			j := i + 1
-			for j < len(q) && isWordByte(q[j]) {
+			for j < len(q) && isIdentByte(q[j]) {
 				j++
 			}
 			toks = append(toks, token{kind: tokWord, start: i, end: j})
@@ -140,13 +140,6 @@ func quotedEnd(q string, i int) (int, bool) {
 		}
 	}
 	return 0, false
-}
-
-// isWordByte reports whether c may be part of an unquoted identifier
-// (bytes of multi-byte UTF-8 characters included, as MySQL allows).
-func isWordByte(c byte) bool {
-	return c == '_' || c == '$' || c >= 0x80 ||
-		('0' <= c && c <= '9') || ('a' <= c && c <= 'z') || ('A' <= c && c <= 'Z')
 }
 
 func isInsertVerb(w string) bool {

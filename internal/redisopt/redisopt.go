@@ -54,3 +54,14 @@ func Options(url, addr string, dialTimeout, opTimeout time.Duration, name string
 	}
 	return opt, nil
 }
+
+// IsConnError reports whether err means Redis was not reached or did not
+// answer (in time), as opposed to Redis answering, with an error reply or
+// a nil one.
+func IsConnError(err error) bool {
+	if err == nil || rueidis.IsRedisNil(err) {
+		return false
+	}
+	_, isReply := rueidis.IsRedisErr(err)
+	return !isReply
+}

@@ -1842,7 +1842,7 @@
         var slots = dict();   // signal -> slot name -> function
         var memState = dict(); // states when localStorage is unavailable
         var seq = 0;
-        var chan = null;
+        var bus = null; // makeBus
         self.debug = false;
         self.tabUUID = randStr(16);
         self.eventKey = (opt && opt.eventKey) || self.tabUUID;
@@ -1850,7 +1850,7 @@
         self.getTabUUID = function () { return self.tabUUID; };
         self.setEventKey = function (key) {
             self.eventKey = key;
-            openChannel();
+            openBus();
         };
         self.getEventKey = function () { return self.eventKey; };
 
@@ -1895,16 +1895,9 @@
         // emitAll emits in this tab and in the browser's other tabs.
         self.emitAll = function (signal, param) {
             self.emit(signal, param);
-            var msg = { name: signal, param: param, id: randStr(12) };
-            try {
-                if (chan) {
-                    chan.postMessage(msg);
-                    return true;
-                }
-                return lsSet(self.eventKey, JSON.stringify(msg));
-            } catch (e) {
-                return false;
-            }
+            if (!bus) { return false; }
+            bus.post({ name: signal, param: param });
+            return true;
         };
 
         function stateKey(name) { return 'tabSignal_' + self.eventKey + name; }
@@ -1955,30 +1948,12 @@
             }
         }
 
-        function openChannel() {
-            if (chan) {
-                try { chan.close(); } catch (e) { /* closed already */ }
-                chan = null;
-            }
-            if (typeof W.BroadcastChannel === 'function') {
-                try {
-                    chan = new W.BroadcastChannel('cometql-tabsignal:' + self.eventKey);
-                    chan.onmessage = function (e) { deliver(e && e.data); };
-                } catch (e) {
-                    chan = null;
-                }
-            }
+        // openBus joins the other tabs' signals of this event key.
+        function openBus() {
+            if (bus) { bus.close(); }
+            bus = makeBus('cometql-tabsignal:' + self.eventKey, deliver);
         }
-        openChannel();
-        if (W.addEventListener) {
-            W.addEventListener('storage', function (e) {
-                if (!chan && e && e.key === self.eventKey && e.newValue) {
-                    try {
-                        deliver(JSON.parse(e.newValue));
-                    } catch (err) { /* not ours */ }
-                }
-            });
-        }
+        openBus();
     }
 
     if (!W._tabSignal) { W._tabSignal = TabSignal; }
